@@ -1,0 +1,55 @@
+# The two commands: `make demo` and `make test`. Everything else is for contributors.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-services lint format typecheck dashboards dashboards-check bench soak clean
+
+help:
+	@echo "make demo        run the exporter on a demo SQLite sync log with a simulated pipeline"
+	@echo "make test        install what the tests need, start it, run every test"
+	@echo "make lint        ruff and mypy"
+	@echo "make dashboards  regenerate grafana/dashboards/*.json from code"
+	@echo "make bench       benchmarks (prints ratios measured side by side)"
+
+$(STAMP): pyproject.toml
+	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/accounting-sync-exporter demo $(ARGS)
+
+# Installs missing system components (PostgreSQL, prometheus, promtool, alertmanager, amtool),
+# makes sure PostgreSQL runs, and writes the URL the tests use to .test-env.
+test-services:
+	@scripts/test-services.sh
+
+test: venv test-services
+	@. ./.test-env && $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy exporter
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: venv
+	$(BIN)/mypy exporter
+
+dashboards: venv
+	$(BIN)/python -m grafana.build
+
+bench: venv test-services
+	@. ./.test-env && $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .test-env .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,296 @@
+"""Configuration: one typed, validated object from defaults, a YAML file, the environment
+and flags, in that order (each later source overrides the earlier ones).
+
+Every option is declared once in ``OPTIONS`` with its YAML key (dotted path), flag and
+environment variable, so a bad value is reported the same way wherever it came from:
+one line naming the key, flag or variable, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.database import DatabaseURLError, normalize_url
+from exporter.durations import parse_duration
+from exporter.logs import FORMATS, LEVELS
+
+ENV_PREFIX = "ACCOUNTING_SYNC_"
+DEFAULT_PORT = 9839
+DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
+
+
+class ConfigError(Exception):
+    """A bad option: ``str()`` is the one line shown to the user."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+
+
+# --- value parsers: each takes the raw value and returns the typed one or raises ValueError
+
+
+def _duration(value: Any) -> float:
+    seconds = parse_duration(str(value))
+    if seconds <= 0:
+        raise ValueError(f"must be greater than zero, got {value!r}")
+    return seconds
+
+
+def _listen_address(value: Any) -> tuple[str, int]:
+    text = str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. :{DEFAULT_PORT}), got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _path(value: Any) -> str:
+    text = str(value)
+    if not text.startswith("/") or " " in text:
+        raise ValueError(f"must be an absolute URL path such as /metrics, got {text!r}")
+    if text in ("/", "/healthz", "/readyz"):
+        raise ValueError(f"{text} is reserved for the exporter's own pages")
+    return text
+
+
+def _existing_file(value: Any) -> str:
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {str(value)!r}")
+    return str(path)
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
+        return text
+
+    return parse
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # dotted YAML path and attribute name (dots become underscores)
+    flag: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    group: str
+
+    @property
+    def attribute(self) -> str:
+        return self.key.replace(".", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.attribute.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "database.url",
+        "--database-url",
+        _string,
+        None,
+        "Sync log URL: postgresql://user@host/db or sqlite:///path.",
+        "database",
+    ),
+    Option(
+        "database.password_file",
+        "--database.password-file",
+        _existing_file,
+        None,
+        "File holding the database password (overrides one in the URL).",
+        "database",
+    ),
+    Option(
+        "database.statement_timeout",
+        "--database.statement-timeout",
+        _duration,
+        10.0,
+        "Longest a snapshot query may run before the refresh gives up.",
+        "database",
+    ),
+    Option(
+        "web.listen_address",
+        "--web.listen-address",
+        _listen_address,
+        ("", DEFAULT_PORT),
+        "Address to listen on for /metrics.",
+        "web",
+    ),
+    Option(
+        "web.telemetry_path",
+        "--web.telemetry-path",
+        _path,
+        "/metrics",
+        "Path under which to expose metrics.",
+        "web",
+    ),
+    Option(
+        "web.config_file",
+        "--web.config.file",
+        _existing_file,
+        None,
+        "Exporter-toolkit web config (TLS, basic auth).",
+        "web",
+    ),
+    Option(
+        "refresh.interval",
+        "--refresh-interval",
+        _duration,
+        15.0,
+        "How often to re-read the sync log (the fallback when notifications are off).",
+        "refresh",
+    ),
+    Option(
+        "refresh.notify",
+        "--refresh.notify",
+        _boolean,
+        True,
+        "On PostgreSQL, refresh as soon as the sync log announces a change.",
+        "refresh",
+    ),
+    Option(
+        "refresh.debounce",
+        "--refresh.debounce",
+        _duration,
+        0.2,
+        "Wait this long after a change notification to gather a burst into one refresh.",
+        "refresh",
+    ),
+    Option(
+        "log.level",
+        "--log.level",
+        _choice(LEVELS),
+        "info",
+        "Only log messages at this level or above.",
+        "log",
+    ),
+    Option("log.format", "--log.format", _choice(FORMATS), "logfmt", "Log line format.", "log"),
+)
+OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    database_password_file: str | None
+    database_statement_timeout: float
+    web_listen_address: tuple[str, int]
+    web_telemetry_path: str
+    web_config_file: str | None
+    refresh_interval: float
+    refresh_notify: bool
+    refresh_debounce: float
+    log_level: str
+    log_format: str
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "--database-url",
+                f"required (or set database.url in --config, or {ENV_PREFIX}DATABASE_URL)",
+            )
+        return self.database_url
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The file's options by dotted key; unknown keys are rejected by name."""
+    source = f"--config {path}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path!r}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(source, f"not valid YAML{where}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, "the top level must be a mapping of options")
+    flat = _flatten(data)
+    for key in flat:
+        if key not in OPTIONS_BY_KEY:
+            raise ConfigError(f"{path}: {key}", "unknown key")
+    return flat
+
+
+def load(
+    flags: Mapping[str, Any],
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the sources (defaults < file < environment < flags) and validate every value.
+
+    ``flags`` maps option keys to the raw strings given on the command line (absent or
+    ``None`` when not given); ``defaults`` lets a subcommand such as ``demo`` change them.
+    """
+    environ = os.environ if environ is None else environ
+    from_file = read_config_file(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw: Any = None
+        source = ""
+        if option.key in from_file and from_file[option.key] is not None:
+            raw, source = from_file[option.key], f"{config_file}: {option.key}"
+        if environ.get(option.env):
+            raw, source = environ[option.env], option.env
+        if flags.get(option.key) is not None:
+            raw, source = flags[option.key], option.flag
+        if source:
+            try:
+                values[option.attribute] = option.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(source, str(exc)) from None
+        elif defaults and option.key in defaults:
+            values[option.attribute] = defaults[option.key]
+        else:
+            values[option.attribute] = option.default
+    settings = Settings(**values)
+    if settings.database_url:
+        try:
+            normalize_url(settings.database_url)
+        except DatabaseURLError as exc:
+            raise ConfigError("--database-url", str(exc)) from None
+    return settings

@@ -1,0 +1,94 @@
+"""The bytes a scrape returns, rendered once per refresh instead of once per scrape.
+
+At 10,000 integrations prometheus_client needs most of a second to render the text
+format, and its gzip runs at level 9; both would be paid by every scraper and every
+replica. A refresh produces a new immutable ``ServedState``; this renders it at most
+once per (format, compression) and hands the same bytes to every scrape after that.
+
+The process metrics (memory, CPU, file descriptors) change between scrapes, so they
+are rendered per scrape, and appended: a second gzip member for compressed bodies,
+which HTTP clients (Prometheus included) read as one stream.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import exposition as text_format
+from prometheus_client.openmetrics import exposition as openmetrics_format
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.collector import ServedState, SyncLogCollector
+
+TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
+_EOF = b"# EOF\n"
+GZIP_LEVEL = 6
+
+
+def wants_openmetrics(accept_header: str | None) -> bool:
+    """Content negotiation as prometheus_client does it (Prometheus asks for OpenMetrics)."""
+    for accepted in (accept_header or "").split(","):
+        if accepted.split(";")[0].strip() == "application/openmetrics-text":
+            return True
+    return False
+
+
+def wants_gzip(accept_encoding: str | None) -> bool:
+    return "gzip" in (accept_encoding or "")
+
+
+def _render(registry: CollectorRegistry, openmetrics: bool) -> bytes:
+    if openmetrics:
+        return openmetrics_format.generate_latest(registry)
+    return text_format.generate_latest(registry)
+
+
+def _runtime_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class Exposition:
+    """The rendered forms of one ``ServedState``, filled in lazily and kept."""
+
+    def __init__(self, state: ServedState, runtime: CollectorRegistry | None = None) -> None:
+        self.state = state
+        self._runtime = runtime if runtime is not None else _runtime_registry()
+        self._cache: dict[tuple[bool, bool], bytes] = {}
+        self._lock = threading.RLock()
+
+    def _static(self, openmetrics: bool, compressed: bool) -> bytes:
+        key = (openmetrics, compressed)
+        body = self._cache.get(key)
+        if body is not None:
+            return body
+        with self._lock:
+            body = self._cache.get(key)
+            if body is None:
+                if compressed:
+                    body = gzip.compress(self._static(openmetrics, False), GZIP_LEVEL)
+                else:
+                    registry = CollectorRegistry(auto_describe=False)
+                    registry.register(SyncLogCollector(self.state))
+                    body = _render(registry, openmetrics)
+                    if openmetrics and body.endswith(_EOF):
+                        body = body[: -len(_EOF)]
+                self._cache[key] = body
+        return body
+
+    def prerender(self) -> None:
+        """Render the two uncompressed formats now, off the scrape path."""
+        self._static(False, False)
+        self._static(True, False)
+
+    def body(self, *, openmetrics: bool, compressed: bool) -> bytes:
+        runtime = _render(self._runtime, openmetrics)
+        if compressed:
+            return self._static(openmetrics, True) + gzip.compress(runtime, 1)
+        return self._static(openmetrics, False) + runtime

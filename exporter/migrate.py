@@ -1,0 +1,44 @@
+"""Applying the Alembic migrations that ship inside the package.
+
+No ``alembic.ini`` is needed: users run ``accounting-sync-exporter db upgrade`` and the
+migration scripts travel with the wheel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Create or migrate the schema; running it again is a no-op."""
+    path = engine.url.database
+    if engine.url.get_backend_name() == "sqlite" and path not in (None, "", ":memory:"):
+        Path(str(path)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    config = alembic_config(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()

@@ -1,0 +1,433 @@
+"""Every SQL statement the project runs against the sync log.
+
+Two faces: the reads the exporter and dashboards need (one snapshot, error details, run
+history) and the writes a sync pipeline makes (used by the demo, the tests and the
+benchmarks, and a reference for pipeline authors). Each write is one transaction.
+
+The snapshot is a single statement of per-integration lookups that each use a partial
+index, so its cost follows the number of integrations and pending records, not the
+length of the run history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, and_, delete, func, insert, literal_column, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from exporter.schema import Integration, Organization, Record, RecordError, Run
+from exporter.snapshot import IntegrationFacts, Snapshot
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _same_integration(table: type[Run] | type[Record]) -> ColumnElement[bool]:
+    return and_(table.org_id == Integration.org_id, table.connector == Integration.connector)
+
+
+def _snapshot_statement():  # type: ignore[no-untyped-def]
+    finished = (
+        select(Run.id)
+        .where(
+            _same_integration(Run),
+            Run.status != "running",
+            Run.finished_at.is_not(None),
+        )
+        .order_by(Run.finished_at.desc(), Run.id.desc())
+        .limit(1)
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    last_success = (
+        select(Run.finished_at)
+        .where(
+            _same_integration(Run),
+            Run.status.in_(("succeeded", "partial")),
+            Run.finished_at.is_not(None),
+        )
+        .order_by(Run.finished_at.desc(), Run.id.desc())
+        .limit(1)
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    running_since = (
+        select(func.min(Run.started_at))
+        .where(_same_integration(Run), Run.status == "running")
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.count())
+        .where(_same_integration(Record), Record.state == "pending")
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    oldest_pending = (
+        select(func.min(Record.enqueued_at))
+        .where(_same_integration(Record), Record.state == "pending")
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    per_integration = (
+        select(
+            Integration.org_id,
+            Organization.name.label("org_name"),
+            Integration.connector,
+            Integration.active,
+            Integration.stale_after_seconds,
+            Integration.created_at,
+            finished.label("last_run_id"),
+            last_success.label("last_success_at"),
+            running_since.label("running_since"),
+            pending.label("pending_records"),
+            oldest_pending.label("oldest_pending_at"),
+        )
+        .select_from(Integration)
+        .outerjoin(Organization, Organization.id == Integration.org_id)
+        .subquery("integration_facts")
+    )
+    # Result columns go through the models' types so timestamps come back in UTC.
+    return (
+        select(
+            per_integration.c.org_id,
+            per_integration.c.org_name,
+            per_integration.c.connector,
+            per_integration.c.active,
+            per_integration.c.stale_after_seconds,
+            literal_column("integration_facts.created_at", Integration.created_at.type),
+            literal_column("integration_facts.last_success_at", Run.finished_at.type),
+            literal_column("integration_facts.running_since", Run.started_at.type),
+            per_integration.c.pending_records,
+            literal_column("integration_facts.oldest_pending_at", Record.enqueued_at.type),
+            Run.status,
+            Run.started_at,
+            Run.finished_at,
+            Run.records_total,
+            Run.records_failed,
+        )
+        .select_from(per_integration)
+        .outerjoin(Run, Run.id == per_integration.c.last_run_id)
+        .order_by(per_integration.c.org_id, per_integration.c.connector)
+    )
+
+
+SNAPSHOT_STATEMENT = _snapshot_statement()
+
+
+def read_snapshot(engine: Engine, now: datetime | None = None) -> Snapshot:
+    """Read every integration's facts in one statement (one consistent view)."""
+    with engine.connect() as connection:
+        rows = connection.execute(SNAPSHOT_STATEMENT).all()
+    integrations = tuple(
+        IntegrationFacts(
+            org_id=row[0],
+            org_name=row[1] if row[1] is not None else row[0],
+            connector=row[2],
+            active=bool(row[3]),
+            stale_after_seconds=int(row[4]),
+            created_at=row[5],
+            last_success_at=row[6],
+            running_since=row[7],
+            pending_records=int(row[8] or 0),
+            oldest_pending_at=row[9],
+            last_run_status=row[10],
+            last_run_started_at=row[11],
+            last_run_finished_at=row[12],
+            last_run_records_total=int(row[13] or 0),
+            last_run_records_failed=int(row[14] or 0),
+        )
+        for row in rows
+    )
+    return Snapshot(read_at=now or utcnow(), integrations=integrations)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    run_id: int
+    connector: str
+    record_type: str
+    record_ref: str
+    error_code: str | None
+    error_message: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    id: int
+    connector: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    records_total: int
+    records_failed: int
+    error_message: str | None
+
+
+def last_run_errors(engine: Engine, org_id: str) -> list[ErrorDetail]:
+    """The failed records of each of the organization's connectors' last finished run."""
+    last_runs = (
+        select(Run.id)
+        .where(
+            Run.org_id == Integration.org_id,
+            Run.connector == Integration.connector,
+            Run.status != "running",
+            Run.finished_at.is_not(None),
+        )
+        .order_by(Run.finished_at.desc(), Run.id.desc())
+        .limit(1)
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    run_ids = select(last_runs).select_from(Integration).where(Integration.org_id == org_id)
+    statement = (
+        select(RecordError)
+        .where(RecordError.org_id == org_id, RecordError.run_id.in_(run_ids))
+        .order_by(RecordError.occurred_at.desc(), RecordError.id.desc())
+    )
+    with engine.connect() as connection:
+        return [
+            ErrorDetail(
+                run_id=row.run_id,
+                connector=row.connector,
+                record_type=row.record_type,
+                record_ref=row.record_ref,
+                error_code=row.error_code,
+                error_message=row.error_message,
+                occurred_at=row.occurred_at,
+            )
+            for row in connection.execute(statement).mappings()
+        ]
+
+
+def run_history(engine: Engine, org_id: str, limit: int = 50) -> list[RunSummary]:
+    statement = (
+        select(Run)
+        .where(Run.org_id == org_id)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [
+            RunSummary(
+                id=row.id,
+                connector=row.connector,
+                status=row.status,
+                started_at=row.started_at,
+                finished_at=row.finished_at,
+                records_total=row.records_total,
+                records_failed=row.records_failed,
+                error_message=row.error_message,
+            )
+            for row in connection.execute(statement).mappings()
+        ]
+
+
+class Pipeline:
+    """The writes a sync pipeline makes, each in its own transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def register(
+        self,
+        org_id: str,
+        name: str,
+        connector: str,
+        *,
+        active: bool = True,
+        stale_after_seconds: int = 86400,
+        created_at: datetime | None = None,
+    ) -> None:
+        """Create or update an organization and one of its integrations."""
+        with self.engine.begin() as connection:
+            if connection.execute(select(Organization.id).where(Organization.id == org_id)).first():
+                connection.execute(
+                    update(Organization).where(Organization.id == org_id).values(name=name)
+                )
+            else:
+                connection.execute(insert(Organization).values(id=org_id, name=name))
+            key = and_(Integration.org_id == org_id, Integration.connector == connector)
+            values = {"active": active, "stale_after_seconds": stale_after_seconds}
+            if connection.execute(select(Integration.org_id).where(key)).first():
+                connection.execute(update(Integration).where(key).values(**values))
+            else:
+                connection.execute(
+                    insert(Integration).values(
+                        org_id=org_id,
+                        connector=connector,
+                        created_at=created_at or utcnow(),
+                        **values,
+                    )
+                )
+
+    def remove_integration(self, org_id: str, connector: str) -> None:
+        """Delete an integration with its runs, records and errors."""
+        with self.engine.begin() as connection:
+            for table in (RecordError, Record, Run):
+                connection.execute(
+                    delete(table).where(table.org_id == org_id, table.connector == connector)
+                )
+            connection.execute(
+                delete(Integration).where(
+                    Integration.org_id == org_id, Integration.connector == connector
+                )
+            )
+
+    def enqueue(
+        self,
+        org_id: str,
+        connector: str,
+        records: Iterable[tuple[str, str]],
+        at: datetime | None = None,
+    ) -> list[int]:
+        """Add approved records (record_type, record_ref) to the outbox as pending."""
+        when = at or utcnow()
+        rows = [
+            {
+                "org_id": org_id,
+                "connector": connector,
+                "record_type": record_type,
+                "record_ref": record_ref,
+                "state": "pending",
+                "enqueued_at": when,
+                "updated_at": when,
+            }
+            for record_type, record_ref in records
+        ]
+        if not rows:
+            return []
+        with self.engine.begin() as connection:
+            result = connection.execute(insert(Record).returning(Record.id), rows)
+            return [row[0] for row in result]
+
+    def pending(self, org_id: str, connector: str, limit: int = 100) -> list[int]:
+        with self.engine.connect() as connection:
+            return list(
+                connection.scalars(
+                    select(Record.id)
+                    .where(
+                        Record.org_id == org_id,
+                        Record.connector == connector,
+                        Record.state == "pending",
+                    )
+                    .order_by(Record.enqueued_at, Record.id)
+                    .limit(limit)
+                )
+            )
+
+    def start_run(self, org_id: str, connector: str, at: datetime | None = None) -> int:
+        with self.engine.begin() as connection:
+            return int(
+                connection.execute(
+                    insert(Run)
+                    .values(
+                        org_id=org_id,
+                        connector=connector,
+                        started_at=at or utcnow(),
+                        status="running",
+                    )
+                    .returning(Run.id)
+                ).scalar_one()
+            )
+
+    def record_failure(
+        self,
+        run_id: int,
+        record_id: int,
+        error_message: str,
+        *,
+        error_code: str | None = None,
+        give_up: bool = False,
+        at: datetime | None = None,
+    ) -> None:
+        """Log a record's failure in a run; it stays pending for a retry unless given up."""
+        when = at or utcnow()
+        with self.engine.begin() as connection:
+            record = connection.execute(select(Record).where(Record.id == record_id)).one()
+            connection.execute(
+                insert(RecordError).values(
+                    run_id=run_id,
+                    org_id=record.org_id,
+                    connector=record.connector,
+                    record_type=record.record_type,
+                    record_ref=record.record_ref,
+                    error_code=error_code,
+                    error_message=error_message,
+                    occurred_at=when,
+                )
+            )
+            connection.execute(
+                update(Record)
+                .where(Record.id == record_id)
+                .values(state="rejected" if give_up else "pending", updated_at=when)
+            )
+
+    def mark_synced(self, record_ids: Sequence[int], at: datetime | None = None) -> None:
+        if not record_ids:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Record)
+                .where(Record.id.in_(record_ids))
+                .values(state="synced", updated_at=at or utcnow())
+            )
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        records_total: int = 0,
+        records_failed: int = 0,
+        error_message: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=at or utcnow(),
+                    records_total=records_total,
+                    records_failed=records_failed,
+                    error_message=error_message,
+                )
+            )
+
+    def add_finished_run(
+        self,
+        org_id: str,
+        connector: str,
+        status: str,
+        *,
+        started_at: datetime,
+        finished_at: datetime,
+        records_total: int = 0,
+        records_failed: int = 0,
+        error_message: str | None = None,
+    ) -> int:
+        """A whole run written at once: what tests and benchmarks use to lay down history."""
+        with self.engine.begin() as connection:
+            return int(
+                connection.execute(
+                    insert(Run)
+                    .values(
+                        org_id=org_id,
+                        connector=connector,
+                        status=status,
+                        started_at=started_at,
+                        finished_at=finished_at,
+                        records_total=records_total,
+                        records_failed=records_failed,
+                        error_message=error_message,
+                    )
+                    .returning(Run.id)
+                ).scalar_one()
+            )

@@ -1,0 +1,208 @@
+"""The sync log's tables, as typed SQLAlchemy 2 models.
+
+Table and column names are a contract with the sync pipeline that writes them
+(``DESIGN.md``); the indexes exist for the exporter's reads, which must cost the same
+whatever the length of the history (see ``repository.read_snapshot``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+CONNECTORS = ("xledger", "dynamics")
+RUN_STATUSES = ("running", "succeeded", "partial", "failed")
+RECORD_STATES = ("pending", "synced", "rejected")
+
+# bigserial on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``timestamptz`` that always comes back timezone-aware in UTC.
+
+    SQLite has no time zones: it stores whatever text the writer sends. Treating naive
+    values as UTC (the contract's storage zone) keeps both back ends comparable.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Organization(Base):
+    __tablename__ = "sync_organization"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Integration(Base):
+    __tablename__ = "sync_integration"
+    __table_args__ = (
+        CheckConstraint(_in("connector", CONNECTORS), name="connector"),
+        CheckConstraint("stale_after_seconds > 0", name="stale_after_positive"),
+    )
+
+    org_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("sync_organization.id", ondelete="CASCADE"), primary_key=True
+    )
+    connector: Mapped[str] = mapped_column(Text, primary_key=True)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    stale_after_seconds: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("86400")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, server_default=func.now()
+    )
+
+
+def _integration_fk() -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["org_id", "connector"],
+        ["sync_integration.org_id", "sync_integration.connector"],
+        ondelete="CASCADE",
+    )
+
+
+class Run(Base):
+    __tablename__ = "sync_run"
+    __table_args__ = (
+        _integration_fk(),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        CheckConstraint("records_total >= 0", name="records_total_non_negative"),
+        CheckConstraint("records_failed >= 0", name="records_failed_non_negative"),
+        # The snapshot's per-integration lookups; partial so that their size and cost
+        # follow the index predicate, and they match the WHERE clauses in repository.py.
+        Index(
+            "ix_sync_run_last_finished",
+            "org_id",
+            "connector",
+            text("finished_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("status <> 'running' AND finished_at IS NOT NULL"),
+            sqlite_where=text("status <> 'running' AND finished_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_sync_run_last_success",
+            "org_id",
+            "connector",
+            text("finished_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("status IN ('succeeded', 'partial') AND finished_at IS NOT NULL"),
+            sqlite_where=text("status IN ('succeeded', 'partial') AND finished_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_sync_run_running",
+            "org_id",
+            "connector",
+            "started_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(Text, nullable=False)
+    connector: Mapped[str] = mapped_column(Text, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    records_total: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    records_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Record(Base):
+    __tablename__ = "sync_record"
+    __table_args__ = (
+        _integration_fk(),
+        CheckConstraint(_in("state", RECORD_STATES), name="state"),
+        Index(
+            "ix_sync_record_pending",
+            "org_id",
+            "connector",
+            "enqueued_at",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index("ix_sync_record_ref", "org_id", "record_type", "record_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(Text, nullable=False)
+    connector: Mapped[str] = mapped_column(Text, nullable=False)
+    record_type: Mapped[str] = mapped_column(Text, nullable=False)
+    record_ref: Mapped[str] = mapped_column(Text, nullable=False)
+    state: Mapped[str] = mapped_column(Text, nullable=False)
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class RecordError(Base):
+    __tablename__ = "sync_record_error"
+    __table_args__ = (
+        _integration_fk(),
+        Index("ix_sync_record_error_run", "run_id"),
+        Index("ix_sync_record_error_org_time", "org_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("sync_run.id", ondelete="CASCADE"), nullable=False
+    )
+    org_id: Mapped[str] = mapped_column(Text, nullable=False)
+    connector: Mapped[str] = mapped_column(Text, nullable=False)
+    record_type: Mapped[str] = mapped_column(Text, nullable=False)
+    record_ref: Mapped[str] = mapped_column(Text, nullable=False)
+    error_code: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_message: Mapped[str] = mapped_column(Text, nullable=False)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
