@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -186,7 +186,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run_exporter(settings, engine, web, background=[simulation], banner=demo.banner)
 
 
-class Background:
+class Background(Protocol):
     """Something that runs beside the exporter (the demo pipeline, a change listener)."""
 
     def start(self) -> None: ...

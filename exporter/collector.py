@@ -42,9 +42,9 @@ class SyncLogCollector(Collector):
 
     Example output::
 
-        accounting_sync_health{connector="xledger",org="blindeforbundet"} 0.0
-        accounting_sync_pending_records{connector="xledger",org="blindeforbundet"} 12.0
-        accounting_sync_org_info{connector="xledger",org="blindeforbundet",org_name="Norges Blindeforbund"} 1.0
+        accounting_sync_health{connector="dynamics",org="hlf"} 0.0
+        accounting_sync_pending_records{connector="dynamics",org="hlf"} 12.0
+        accounting_sync_org_info{connector="dynamics",org="hlf",org_name="HLF"} 1.0
         accounting_sync_exporter_source_up 1.0
     """
 
