@@ -37,7 +37,7 @@ def evaluate(facts: IntegrationFacts, now: datetime) -> IntegrationStatus:
             return IntegrationStatus(
                 facts,
                 Health.RED,
-                f"no successful sync in the last {_window(facts.stale_after_seconds)} "
+                f"No successful sync in the last {_window(facts.stale_after_seconds)} "
                 f"({what} {since.isoformat()})",
             )
     if facts.last_run_status == "failed":
@@ -63,4 +63,4 @@ def _window(seconds: int) -> str:
             if unit == "day":
                 return f"{count * 24} hours"
             return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} seconds"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
