@@ -19,7 +19,8 @@ from sqlalchemy import Engine, and_, delete, func, insert, literal_column, selec
 from sqlalchemy.sql.elements import ColumnElement
 
 from exporter.schema import Integration, Organization, Record, RecordError, Run
-from exporter.snapshot import IntegrationFacts, Snapshot
+from exporter.snapshot import Snapshot
+from exporter.validation import ProblemLog, sanitize
 
 
 def utcnow() -> datetime:
@@ -117,33 +118,19 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
 
 
 SNAPSHOT_STATEMENT = _snapshot_statement()
+# Remembers what was already logged, so each bad row is reported once, not every refresh.
+PROBLEMS = ProblemLog()
 
 
 def read_snapshot(engine: Engine, now: datetime | None = None) -> Snapshot:
     """Read every integration's facts in one statement (one consistent view)."""
     with engine.connect() as connection:
         rows = connection.execute(SNAPSHOT_STATEMENT).all()
-    integrations = tuple(
-        IntegrationFacts(
-            org_id=row[0],
-            org_name=row[1] if row[1] is not None else row[0],
-            connector=row[2],
-            active=bool(row[3]),
-            stale_after_seconds=int(row[4]),
-            created_at=row[5],
-            last_success_at=row[6],
-            running_since=row[7],
-            pending_records=int(row[8] or 0),
-            oldest_pending_at=row[9],
-            last_run_status=row[10],
-            last_run_started_at=row[11],
-            last_run_finished_at=row[12],
-            last_run_records_total=int(row[13] or 0),
-            last_run_records_failed=int(row[14] or 0),
-        )
-        for row in rows
-    )
-    return Snapshot(read_at=now or utcnow(), integrations=integrations)
+    read_at = now or utcnow()
+    # Rows from a sloppy writer are repaired or skipped one by one (exporter/validation.py).
+    integrations, problems = sanitize(rows, read_at)
+    PROBLEMS.report(problems)
+    return Snapshot(read_at=read_at, integrations=integrations)
 
 
 @dataclass(frozen=True, slots=True)
