@@ -40,8 +40,9 @@ def _sloppy_schema(engine: Engine) -> None:
             connection.execute(text(statement))
 
 
-def _org(connection, org: str | None, name: str | None, connector: str | None = "xledger",
-         **integration) -> None:  # type: ignore[no-untyped-def]
+def _org(
+    connection, org: str | None, name: str | None, connector: str | None = "xledger", **integration
+) -> None:  # type: ignore[no-untyped-def]
     if name is not None or org == "noname":
         connection.execute(insert(Organization).values(id=org, name=name))
     values = {"active": True, "stale_after_seconds": 86400, "created_at": NOW - 2 * HOUR}
@@ -50,12 +51,24 @@ def _org(connection, org: str | None, name: str | None, connector: str | None = 
     )
 
 
-def _run(connection, org: str, status: str, started: datetime, finished: datetime | None,
-         total: int = 10, failed: int = 0) -> None:  # type: ignore[no-untyped-def]
+def _run(
+    connection,
+    org: str,
+    status: str,
+    started: datetime,
+    finished: datetime | None,
+    total: int = 10,
+    failed: int = 0,
+) -> None:  # type: ignore[no-untyped-def]
     connection.execute(
         insert(Run).values(
-            org_id=org, connector="xledger", status=status, started_at=started,
-            finished_at=finished, records_total=total, records_failed=failed,
+            org_id=org,
+            connector="xledger",
+            status=status,
+            started_at=started,
+            finished_at=finished,
+            records_total=total,
+            records_failed=failed,
         )
     )
 
@@ -64,8 +77,13 @@ def _pending(connection, org: str, state: str, count: int) -> None:  # type: ign
     for index in range(count):
         connection.execute(
             insert(Record).values(
-                org_id=org, connector="xledger", record_type="expense", record_ref=f"{org}-{index}",
-                state=state, enqueued_at=NOW - HOUR, updated_at=NOW - HOUR,
+                org_id=org,
+                connector="xledger",
+                record_type="expense",
+                record_ref=f"{org}-{index}",
+                state=state,
+                enqueued_at=NOW - HOUR,
+                updated_at=NOW - HOUR,
             )
         )
 
@@ -157,9 +175,10 @@ def test_bad_rows_are_repaired_or_skipped_and_logged_once(sloppy_url, tmp_path):
     assert value(m, "accounting_sync_health", **good) == 0
     assert value(m, "accounting_sync_pending_records", **good) == 2
     assert value(m, "accounting_sync_last_run_records", **good) == 7
-    assert value(m, "accounting_sync_last_success_timestamp_seconds", **good) == (
-        NOW - HOUR
-    ).timestamp()
+    assert (
+        value(m, "accounting_sync_last_success_timestamp_seconds", **good)
+        == (NOW - HOUR).timestamp()
+    )
 
     # Rows that cannot be labelled are left out; everything else is repaired.
     orgs = {dict(labels)["org"] for labels in series(m, "accounting_sync_health")}
@@ -174,11 +193,9 @@ def test_bad_rows_are_repaired_or_skipped_and_logged_once(sloppy_url, tmp_path):
         is None
     )
     # A success dated in the future does not count: no success in 72 hours is red.
-    assert value(m, "accounting_sync_health", org="future", connector="xledger") == 2
-    assert (
-        value(m, "accounting_sync_last_success_timestamp_seconds", org="future", connector="xledger")
-        is None
-    )
+    future = {"org": "future", "connector": "xledger"}
+    assert value(m, "accounting_sync_health", **future) == 2
+    assert value(m, "accounting_sync_last_success_timestamp_seconds", **future) is None
     statuses = {
         dict(labels)["accounting_sync_last_run_status"]: v
         for labels, v in series(m, "accounting_sync_last_run_status").items()
