@@ -1,0 +1,1 @@
+"""Grafana dashboards as code: built with grafana-foundation-sdk, written as provisioned JSON."""
