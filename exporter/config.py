@@ -67,6 +67,23 @@ def _existing_file(value: Any) -> str:
     return str(path)
 
 
+def _secret_file(value: Any) -> str:
+    """A file holding one secret: checked now, so a bad one stops start-up with its name.
+
+    The messages never quote the content, which is the secret.
+    """
+    path = _existing_file(value)
+    try:
+        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path!r} is not UTF-8 text") from None
+    if not secret:
+        raise ValueError(f"{path!r} is empty")
+    return path
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).lower()
@@ -124,7 +141,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "database.password_file",
         "--database.password-file",
-        _existing_file,
+        _secret_file,
         None,
         "File holding the database password (overrides one in the URL).",
         "database",
@@ -251,6 +268,8 @@ def read_config_file(path: str) -> dict[str, Any]:
     flat = _flatten(data)
     for key in flat:
         if key not in OPTIONS_BY_KEY:
+            if any(known.startswith(f"{key}.") for known in OPTIONS_BY_KEY):
+                raise ConfigError(f"{path}: {key}", "must be a mapping of options")
             raise ConfigError(f"{path}: {key}", "unknown key")
     return flat
 
@@ -269,6 +288,7 @@ def load(
     environ = os.environ if environ is None else environ
     from_file = read_config_file(config_file) if config_file else {}
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each given value came from, to name it in errors
     for option in OPTIONS:
         raw: Any = None
         source = ""
@@ -279,6 +299,7 @@ def load(
         if flags.get(option.key) is not None:
             raw, source = flags[option.key], option.flag
         if source:
+            sources[option.key] = source
             try:
                 values[option.attribute] = option.parse(raw)
             except ValueError as exc:
@@ -292,5 +313,5 @@ def load(
         try:
             normalize_url(settings.database_url)
         except DatabaseURLError as exc:
-            raise ConfigError("--database-url", str(exc)) from None
+            raise ConfigError(sources.get("database.url", "--database-url"), str(exc)) from None
     return settings

@@ -1,0 +1,223 @@
+"""Bad configuration and usage: exit code 2 and one line that names the culprit.
+
+Every option can come from a flag, an environment variable or the YAML file; each way of
+getting it wrong is tried here through the real command line (``serve --check-config``),
+and the message must name the flag, variable or dotted key the user has to fix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from exporter import config
+from exporter.cli import main
+from tests.support import EXPORTER, free_port
+
+GOOD_URL = "sqlite:///synclog.db"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for option in config.OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
+
+
+def check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
+    code = main(["serve", "--check-config", *argv])
+    captured = capsys.readouterr()
+    return code, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def assert_rejected(capsys, argv, *named: str) -> str:  # type: ignore[no-untyped-def]
+    code, lines = check(capsys, *argv)
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    for name in named:
+        assert name in lines[0], lines[0]
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+FLAG_CASES = [
+    (["--refresh-interval", "15"], "--refresh-interval"),
+    (["--refresh-interval", "0s"], "--refresh-interval"),
+    (["--refresh.debounce", "soon"], "--refresh.debounce"),
+    (["--database.statement-timeout", "-1s"], "--database.statement-timeout"),
+    (["--web.listen-address", "localhost"], "--web.listen-address"),
+    (["--web.listen-address", ":99999"], "--web.listen-address"),
+    (["--web.telemetry-path", "metrics"], "--web.telemetry-path"),
+    (["--web.telemetry-path", "/healthz"], "--web.telemetry-path"),
+    (["--web.config.file", "/nonexistent/web.yml"], "--web.config.file"),
+    (["--database.password-file", "/nonexistent/pw"], "--database.password-file"),
+    (["--refresh.notify", "maybe"], "--refresh.notify"),
+    (["--log.level", "verbose"], "--log.level"),
+    (["--log.format", "xml"], "--log.format"),
+    (["--no-such-flag", "1"], "--no-such-flag"),
+    (["--refresh-interval"], "--refresh-interval"),
+]
+
+
+@pytest.mark.parametrize(("argv", "named"), FLAG_CASES, ids=lambda v: " ".join(v))
+def test_a_bad_flag_is_named(capsys, argv, named):
+    assert_rejected(capsys, ["--database-url", GOOD_URL, *argv], named)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://user@db/sync", "", "not a url at all"], ids=["mysql", "empty", "garbage"]
+)
+def test_a_bad_database_url_flag_is_named(capsys, url):
+    assert_rejected(capsys, ["--database-url", url], "--database-url")
+
+
+def test_a_missing_database_url_names_every_way_to_give_it(capsys):
+    line = assert_rejected(capsys, [], "--database-url")
+    assert "ACCOUNTING_SYNC_DATABASE_URL" in line and "database.url" in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("ACCOUNTING_SYNC_REFRESH_INTERVAL", "soon"),
+        ("ACCOUNTING_SYNC_DATABASE_STATEMENT_TIMEOUT", "0s"),
+        ("ACCOUNTING_SYNC_WEB_LISTEN_ADDRESS", "nowhere"),
+        ("ACCOUNTING_SYNC_REFRESH_NOTIFY", "perhaps"),
+        ("ACCOUNTING_SYNC_LOG_LEVEL", "loud"),
+        ("ACCOUNTING_SYNC_DATABASE_URL", "mysql://user@db/sync"),
+    ],
+)
+def test_a_bad_environment_variable_is_named(capsys, monkeypatch, variable, raw):
+    if variable != "ACCOUNTING_SYNC_DATABASE_URL":
+        monkeypatch.setenv("ACCOUNTING_SYNC_DATABASE_URL", GOOD_URL)
+    monkeypatch.setenv(variable, raw)
+    line = assert_rejected(capsys, [], variable)
+    assert "--" not in line.split(variable)[0].removeprefix("accounting-sync-exporter:")
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ("refresh:\n  intervall: 15s\n", "refresh.intervall"),
+        ("refresh:\n  interval: 15\n", "refresh.interval"),
+        ("web:\n  listen_address: 9839\n", "web.listen_address"),
+        ("database:\n  url: mysql://user@db/sync\n", "database.url"),
+        ("database:\n  url: 5\n", "database.url"),
+        ("database: postgresql://db/sync\n", "database"),
+        ("log:\n  level: [info]\n", "log.level"),
+        ("- a list\n", "top level"),
+        ("refresh: {interval: 15s\n", "line"),
+        ("scrape_interval: 15s\n", "scrape_interval"),
+    ],
+)
+def test_a_bad_file_key_is_named_with_the_file(capsys, tmp_path, content, named):
+    path = tmp_path / "exporter.yml"
+    path.write_text(content)
+    argv = ["--config", str(path)]
+    if "database" not in content:
+        argv += ["--database-url", GOOD_URL]
+    assert_rejected(capsys, argv, named, str(path))
+
+
+def test_an_unreadable_config_file_is_named(capsys, tmp_path):
+    assert_rejected(capsys, ["--config", str(tmp_path / "missing.yml")], "--config")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"", "empty"), (b"\n", "empty"), (b"\xff\xfe secret", "UTF-8")],
+    ids=["empty", "newline", "binary"],
+)
+def test_a_bad_password_file_is_named_without_its_content(capsys, tmp_path, content, problem):
+    secret = tmp_path / "password"
+    secret.write_bytes(content)
+    line = assert_rejected(
+        capsys,
+        [
+            "--database-url",
+            "postgresql://exporter@db/sync",
+            "--database.password-file",
+            str(secret),
+        ],
+        "--database.password-file",
+        problem,
+    )
+    assert "secret" not in line.replace(str(secret), "")
+
+
+def test_a_password_in_a_bad_url_is_not_shown(capsys):
+    line = assert_rejected(capsys, ["--database-url", "mysql://user:hunter2@db/sync"], "mysql")
+    assert "hunter2" not in line
+
+
+def test_a_good_configuration_passes_the_check(capsys, tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    path = tmp_path / "exporter.yml"
+    path.write_text(
+        "database:\n  url: postgresql://exporter@db/sync\n"
+        f"  password_file: {secret}\n  statement_timeout: 2s\n"
+        "web:\n  listen_address: ':9839'\n  telemetry_path: /m\n"
+        "refresh:\n  interval: 30s\n  notify: false\n  debounce: 500ms\n"
+        "log:\n  level: debug\n  format: json\n"
+    )
+    code, lines = check(capsys, "--config", str(path))
+    assert code == 0, lines
+
+
+def test_sources_override_each_other_defaults_file_environment_flags(tmp_path):
+    path = tmp_path / "exporter.yml"
+    path.write_text("refresh:\n  interval: 20s\nlog:\n  level: warn\n")
+    env = {"ACCOUNTING_SYNC_REFRESH_INTERVAL": "30s", "ACCOUNTING_SYNC_LOG_FORMAT": "json"}
+    flags = {"refresh.interval": "40s"}
+
+    both = config.load(flags, str(path), env)
+    assert (both.refresh_interval, both.log_level, both.log_format) == (40, "warn", "json")
+    assert config.load({}, str(path), env).refresh_interval == 30
+    assert config.load({}, str(path), {}).refresh_interval == 20
+    nothing = config.load({}, None, {})
+    assert (nothing.refresh_interval, nothing.log_level, nothing.log_format) == (
+        15,
+        "info",
+        "logfmt",
+    )
+
+
+def test_a_bad_value_in_a_lower_source_is_ignored_when_a_higher_one_wins(tmp_path):
+    """The user fixed it with a flag: the overridden value no longer stops the exporter."""
+    path = tmp_path / "exporter.yml"
+    path.write_text("refresh:\n  interval: soon\n")
+    settings = config.load({"refresh.interval": "5s"}, str(path), {})
+    assert settings.refresh_interval == 5
+
+
+def test_the_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
+    """The same through a separate process, as an init system would see it."""
+    path = tmp_path / "exporter.yml"
+    path.write_text("refresh:\n  interval: 15s\n  jitter: 1s\n")
+    result = subprocess.run(
+        [
+            *EXPORTER, "serve", "--config", str(path), "--database-url", GOOD_URL,
+            "--web.listen-address", f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "refresh.jitter" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_reports_success_and_starts_nothing(tmp_path):
+    port = free_port()
+    result = subprocess.run(
+        [
+            *EXPORTER, "serve", "--check-config", "--database-url", GOOD_URL,
+            "--web.listen-address", f"127.0.0.1:{port}",
+        ],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    assert not Path(tmp_path / "synclog.db").exists()  # it did not even open the database
