@@ -35,6 +35,7 @@ class ServedState:
     refresh_duration: float | None = None
     refresh_failures: int = 0
     generation: int = 0
+    refreshes: tuple[tuple[str, int], ...] = ()  # (trigger, count): interval or notification
 
 
 class SyncLogCollector(Collector):
@@ -166,6 +167,12 @@ def exporter_families(state: ServedState) -> Iterator[Metric]:
         "Refreshes that could not read the sync log.",
         value=state.refresh_failures,
     )
+    refreshes = CounterMetricFamily(
+        m.REFRESHES, "Refreshes started, by what asked for them.", labels=["trigger"]
+    )
+    for trigger, count in state.refreshes:
+        refreshes.add_metric([trigger], count)
+    yield refreshes
     yield GaugeMetricFamily(
         m.INTEGRATIONS, "Integrations in the snapshot being served.", value=len(state.statuses)
     )

@@ -28,6 +28,7 @@ SOURCE_UP = "accounting_sync_exporter_source_up"
 LAST_REFRESH_TIMESTAMP = "accounting_sync_exporter_last_refresh_timestamp_seconds"
 REFRESH_DURATION = "accounting_sync_exporter_refresh_duration_seconds"
 REFRESH_FAILURES = "accounting_sync_exporter_refresh_failures"  # counter, _total on the wire
+REFRESHES = "accounting_sync_exporter_refreshes"  # counter by trigger, _total on the wire
 INTEGRATIONS = "accounting_sync_exporter_integrations"
 BUILD_INFO = "accounting_sync_exporter_build"  # info, _info on the wire
 

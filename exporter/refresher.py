@@ -5,6 +5,13 @@ immutable ``Exposition``; a failed read keeps the previous snapshot and only fli
 ``source_up`` to 0, so a scrape never sees half a snapshot and never waits on the
 database. APScheduler runs the refresh on an interval, one at a time, coalescing
 missed runs; ``request_refresh()`` (change notifications) asks for one sooner.
+
+A request must never be lost and never multiply: a change committed while a refresh is
+reading may be missing from that snapshot, so a request that arrives after the read has
+begun queues exactly one more refresh, and any number of requests arriving before that
+queued refresh begins its read ride along with it. The job may have two instances (one
+running, one queued behind it on the single worker thread) for exactly this reason; the
+worker being single keeps refreshes strictly one after another.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from exporter.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 JOB_ID = "refresh"
+INTERVAL = "interval"
+NOTIFICATION = "notification"
 
 
 class Refresher:
@@ -44,7 +53,8 @@ class Refresher:
         self._clock = clock
         self._exposition = Exposition(ServedState())
         self._run_lock = threading.Lock()
-        self._again = threading.Event()
+        self._request_lock = threading.Lock()
+        self._requested = False  # a refresh has been asked for and has not begun reading yet
         self._ever_succeeded = threading.Event()
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)}, timezone=UTC
@@ -66,8 +76,11 @@ class Refresher:
     def refresh(self) -> bool:
         """Read, evaluate and publish one snapshot; returns whether the read succeeded."""
         with self._run_lock:
-            self._again.clear()
+            with self._request_lock:
+                trigger = NOTIFICATION if self._requested else INTERVAL
+                self._requested = False
             previous = self._exposition.state
+            refreshes = _count(previous.refreshes, trigger)
             started = time.perf_counter()
             try:
                 snapshot = self._reader(self.engine)
@@ -88,6 +101,7 @@ class Refresher:
                         refresh_duration=duration,
                         refresh_failures=previous.refresh_failures + 1,
                         generation=previous.generation + 1,
+                        refreshes=refreshes,
                     )
                 )
                 return False
@@ -103,6 +117,7 @@ class Refresher:
                     refresh_duration=duration,
                     refresh_failures=previous.refresh_failures,
                     generation=previous.generation + 1,
+                    refreshes=refreshes,
                 )
             )
             self._ever_succeeded.set()
@@ -117,29 +132,27 @@ class Refresher:
         exposition.prerender()
         self._exposition = exposition  # one reference swap: scrapes see old or new, whole
 
-    def _job(self) -> None:
-        self.refresh()
-        # A change announced while we were reading may not be in this snapshot.
-        if self._again.is_set():
-            self.request_refresh()
-
     def request_refresh(self) -> None:
-        """Run a refresh as soon as the current one (if any) has finished."""
-        if self._run_lock.locked():
-            self._again.set()
-            return
-        job = self._scheduler.get_job(JOB_ID)
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))
+        """Refresh as soon as possible: now if idle, else once the current refresh ends."""
+        with self._request_lock:
+            if self._requested:  # a refresh that has not started reading yet will cover it
+                return
+            self._requested = True
+        try:
+            job = self._scheduler.get_job(JOB_ID)
+            if job is not None:
+                job.modify(next_run_time=datetime.now(UTC))
+        except Exception:  # stopping: the scheduler is gone, nothing left to refresh for
+            log.debug("refresh request after shutdown ignored")
 
     def start(self) -> None:
         self._scheduler.add_job(
-            self._job,
+            self.refresh,
             "interval",
             seconds=self.interval,
             id=JOB_ID,
             next_run_time=datetime.now(UTC),
-            max_instances=1,
+            max_instances=2,
             coalesce=True,
             misfire_grace_time=None,
         )
@@ -148,6 +161,12 @@ class Refresher:
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+
+
+def _count(counts: tuple[tuple[str, int], ...], trigger: str) -> tuple[tuple[str, int], ...]:
+    totals = dict(counts)
+    totals[trigger] = totals.get(trigger, 0) + 1
+    return tuple(sorted(totals.items()))
 
 
 def _one_line(exc: BaseException) -> str:
