@@ -247,5 +247,10 @@ def run_exporter(
 
 
 def _change_listeners(settings: Settings, refresher: Any) -> list[Background]:
-    """The PostgreSQL LISTEN connection, when enabled and available (issue 6)."""
-    return []
+    """The PostgreSQL LISTEN connection, when enabled; SQLite has only the interval refresh."""
+    from exporter.listener import ChangeListener
+
+    engine = refresher.engine
+    if not settings.refresh_notify or engine.dialect.name != "postgresql":
+        return []
+    return [ChangeListener.for_engine(engine, refresher.request_refresh, settings.refresh_debounce)]
