@@ -254,3 +254,9 @@ def _change_listeners(settings: Settings, refresher: Any) -> list[Background]:
     if not settings.refresh_notify or engine.dialect.name != "postgresql":
         return []
     return [ChangeListener.for_engine(engine, refresher.request_refresh, settings.refresh_debounce)]
+
+
+# Tenancy (issue 5): `db tenant-role`, `db reader-role` and the `grafana-tenants` command.
+from exporter import tenancy_commands  # noqa: E402
+
+tenancy_commands.register(_DB_EXTENSIONS, _DB_HELP, _DB_HANDLERS, _add_options)
