@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +52,19 @@ class _Server(ThreadingHTTPServer):
         if self.address_family == socket.AF_INET6:
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One debug line instead of socketserver's traceback on stderr.
+
+        A client that fails the TLS handshake (plain HTTP, an untrusted certificate) or
+        drops the connection is the client's problem; a traceback per probe would flood
+        the log and bury real errors.
+        """
+        error = sys.exc_info()[1]
+        log.debug(
+            "request failed",
+            extra={"client": client_address[0], "error": f"{type(error).__name__}: {error}"},
+        )
 
     def get_request(self) -> tuple[Any, Any]:
         connection, address = super().get_request()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ _CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+# What bcrypt.hashpw writes: a checked shape, so a typo fails at start-up and not per request.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -96,6 +99,8 @@ def load_web_config(path: str) -> WebConfig:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError("--web.config.file", f"cannot read {path!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--web.config.file", f"{path}: not UTF-8 text") from exc
     except yaml.YAMLError as exc:
         raise ConfigError("--web.config.file", f"{path}: not valid YAML") from exc
     if not isinstance(data, Mapping):
@@ -112,7 +117,8 @@ def load_web_config(path: str) -> WebConfig:
     if not isinstance(users, Mapping):
         raise _fail(path, "basic_auth_users", "must map user names to bcrypt hashes")
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
+            # Never echo the value: it may be a plain password pasted by mistake.
             raise _fail(path, f"basic_auth_users.{user}", "must be a bcrypt hash")
         config.users[str(user)] = hashed.encode()
     http = data.get("http_server_config") or {}
@@ -121,7 +127,10 @@ def load_web_config(path: str) -> WebConfig:
     for key in http:
         if key not in ("headers", "http2"):
             raise _fail(path, f"http_server_config.{key}", "unknown key")
-    config.headers = {str(k): str(v) for k, v in (http.get("headers") or {}).items()}
+    headers = http.get("headers") or {}
+    if not isinstance(headers, Mapping):
+        raise _fail(path, "http_server_config.headers", "must map header names to values")
+    config.headers = {str(k): str(v) for k, v in headers.items()}
     return config
 
 
@@ -134,6 +143,11 @@ def _tls_context(path: str, base: Path, tls: Any) -> ssl.SSLContext:
     for key in ("cert_file", "key_file"):
         if not tls.get(key):
             raise _fail(path, f"tls_server_config.{key}", "required when TLS is configured")
+    for key in ("cert_file", "key_file", "client_ca_file", "min_version", "max_version"):
+        if key in tls and not isinstance(tls[key], str):
+            raise _fail(path, f"tls_server_config.{key}", f"must be a string, got {tls[key]!r}")
+        if key.endswith("_file") and tls.get(key) and not (base / tls[key]).is_file():
+            raise _fail(path, f"tls_server_config.{key}", f"no such file: {tls[key]!r}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -149,7 +163,7 @@ def _tls_context(path: str, base: Path, tls: Any) -> ssl.SSLContext:
             raise _fail(path, "tls_server_config.max_version", f"unknown: {tls['max_version']!r}")
         context.maximum_version = _TLS_VERSIONS[tls["max_version"]]
     auth_type = tls.get("client_auth_type", "NoClientCert")
-    if auth_type not in _CLIENT_AUTH:
+    if not isinstance(auth_type, str) or auth_type not in _CLIENT_AUTH:
         raise _fail(path, "tls_server_config.client_auth_type", f"unknown: {auth_type!r}")
     context.verify_mode = _CLIENT_AUTH[auth_type]
     if tls.get("client_ca_file"):
