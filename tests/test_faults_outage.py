@@ -24,6 +24,7 @@ from tests.support import exporter_process, http_get, parse_metrics, run_cli, va
 pytestmark = pytest.mark.postgres
 OUTAGES = 3
 APP = "accounting-sync-exporter"
+LISTENER = "accounting-sync-exporter-listener"
 XL = {"org": "hlf", "connector": "xledger"}
 
 
@@ -60,14 +61,14 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def _connections(cluster: Cluster) -> int:
+def _connections(cluster: Cluster, application: str = APP) -> int:
     engine = create_engine(normalize_url(cluster.admin_url), poolclass=NullPool)
     try:
         with engine.connect() as connection:
             return int(
                 connection.execute(
                     text("select count(*) from pg_stat_activity where application_name = :app"),
-                    {"app": APP},
+                    {"app": application},
                 ).scalar_one()
             )
     finally:
@@ -137,8 +138,57 @@ def test_outages_serve_the_last_snapshot_and_recover_without_leaks(cluster, sync
                     lambda limit=baseline_connections: _connections(cluster) <= limit,
                     what=f"connections back to {baseline_connections} after outage {outage + 1}",
                 )
+            wait_until(
+                lambda: _connections(cluster, LISTENER) == 1,
+                what=f"exactly one listener connection after outage {outage + 1}",
+            )
         log = exporter.log()
     # One error line per outage, not one per failed refresh; one line per recovery.
     assert log.count("cannot read the sync log") == OUTAGES, log
     assert log.count("sync log readable again") == OUTAGES, log
+    assert "Traceback" not in log
+
+
+def test_the_change_listener_reconnects_after_each_outage(cluster, sync_log_url, tmp_path):
+    """With an hour between interval refreshes, only the listener can bring news this fast."""
+    engine = create_sync_log_engine(normalize_url(sync_log_url))
+    Pipeline(engine).register("hlf", "Hørselshemmedes Landsforbund", "xledger")
+    engine.dispose()
+    args = [
+        "--database-url",
+        sync_log_url,
+        "--refresh-interval",
+        "1h",
+        "--refresh.debounce",
+        "50ms",
+    ]
+    with exporter_process(args, tmp_path) as exporter:
+        wait_until(lambda: _connections(cluster, LISTENER) == 1, what="the listener connection")
+        for outage in range(OUTAGES):
+            cluster.stop("fast")
+            wait_until(
+                lambda n=outage + 1: (
+                    exporter.log().count("change listener lost its connection") >= n
+                ),
+                what="the listener to notice the outage",
+            )
+            cluster.start()
+            wait_until(
+                lambda n=outage + 1: exporter.log().count("change listener reconnected") >= n,
+                timeout=30,
+                what=f"the listener to reconnect after outage {outage + 1}",
+            )
+            _add_pending(sync_log_url, 1)
+            wait_until(
+                lambda expected=outage + 1: (
+                    value(exporter.metrics(), "accounting_sync_pending_records", **XL) == expected
+                ),
+                what=f"a notified refresh after outage {outage + 1}",
+            )
+            wait_until(
+                lambda: _connections(cluster, LISTENER) == 1,
+                what=f"exactly one listener connection after outage {outage + 1}",
+            )
+        assert value(exporter.metrics(), "accounting_sync_exporter_source_up") == 1
+        log = exporter.log()
     assert "Traceback" not in log
