@@ -64,8 +64,9 @@ def wait_until(
         time.sleep(interval)
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0,
-             context: Any = None) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 5.0, context: Any = None
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
@@ -113,8 +114,13 @@ class RunningExporter:
 
 @contextmanager
 def exporter_process(
-    args: Sequence[str], tmp_path: Path, *, port: int | None = None, command: str = "serve",
-    env: dict[str, str] | None = None, ready: bool = True,
+    args: Sequence[str],
+    tmp_path: Path,
+    *,
+    port: int | None = None,
+    command: str = "serve",
+    env: dict[str, str] | None = None,
+    ready: bool = True,
 ) -> Iterator[RunningExporter]:
     """``accounting-sync-exporter serve`` as a real subprocess on a free port."""
     port = port or free_port()
@@ -122,7 +128,9 @@ def exporter_process(
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             [*EXPORTER, command, "--web.listen-address", f"127.0.0.1:{port}", *args],
-            stdout=log_file, stderr=subprocess.STDOUT, text=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, **(env or {})},
         )
     running = RunningExporter(process, f"http://127.0.0.1:{port}", log_path)
@@ -146,9 +154,13 @@ def exporter_process(
                 process.wait()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*EXPORTER, *args], capture_output=True, text=True, timeout=timeout,
+        [*EXPORTER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
