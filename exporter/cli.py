@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(upgrade, ["database.url", "database.password_file", "log.level"])
     for name, extra in _DB_EXTENSIONS:
         extra(db_commands.add_parser(name, help=_DB_HELP[name]))
+    for name, extra in _COMMAND_EXTENSIONS:
+        extra(commands.add_parser(name, help=_DB_HELP[name]))
     return parser
 
 
@@ -100,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 _DB_EXTENSIONS: list[tuple[str, Callable[[argparse.ArgumentParser], None]]] = []
 _DB_HELP: dict[str, str] = {}
 _DB_HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
+# Likewise top-level commands (help and handler share the tables above).
+_COMMAND_EXTENSIONS: list[tuple[str, Callable[[argparse.ArgumentParser], None]]] = []
 
 
 def _settings(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Settings:
@@ -121,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         settings = _settings(args)
         logs.setup(settings.log_level, settings.log_format)
+        if args.command != "db":
+            return _DB_HANDLERS[args.command](args, settings)
         if args.db_command == "upgrade":
             return _db_upgrade(settings)
         return _DB_HANDLERS[args.db_command](args, settings)
@@ -259,4 +265,6 @@ def _change_listeners(settings: Settings, refresher: Any) -> list[Background]:
 # Tenancy (issue 5): `db tenant-role`, `db reader-role` and the `grafana-tenants` command.
 from exporter import tenancy_commands  # noqa: E402
 
-tenancy_commands.register(_DB_EXTENSIONS, _DB_HELP, _DB_HANDLERS, _add_options)
+tenancy_commands.register(
+    _DB_EXTENSIONS, _DB_HELP, _DB_HANDLERS, _add_options, commands=_COMMAND_EXTENSIONS
+)

@@ -14,6 +14,7 @@ from typing import Any
 
 from exporter.config import Settings
 from exporter.database import create_sync_log_engine, normalize_url
+from exporter.grafana_tenants import DEFAULT_PROXY_HEADER
 
 PROG = "accounting-sync-exporter"
 DB_KEYS = ["database.url", "database.password_file", "log.level"]
@@ -26,6 +27,8 @@ def register(
     help_texts: dict[str, str],
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]],
     add_options: AddOptions,
+    *,
+    commands: list[tuple[str, Callable[[argparse.ArgumentParser], None]]],
 ) -> None:
     def tenant_arguments(parser: argparse.ArgumentParser) -> None:
         add_options(parser, DB_KEYS)
@@ -44,6 +47,14 @@ def register(
     extensions.append(("reader-role", reader_arguments))
     help_texts["reader-role"] = "create or update the exporter's read-only login role"
     handlers["reader-role"] = _reader_role
+
+    def grafana_arguments(parser: argparse.ArgumentParser) -> None:
+        add_options(parser, DB_KEYS)
+        _grafana_arguments(parser)
+
+    commands.append(("grafana-tenants", grafana_arguments))
+    help_texts["grafana-tenants"] = "set up one Grafana organization per customer organization"
+    handlers["grafana-tenants"] = _grafana_tenants
 
 
 def _role_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,3 +119,191 @@ def _reader_role(args: argparse.Namespace, settings: Settings) -> int:
         return f"role {result.role} {verb}: reads the sync log, writes nothing"
 
     return _with_engine(settings, action)
+
+
+def _grafana_arguments(parser: argparse.ArgumentParser) -> None:
+    grafana = parser.add_argument_group("grafana flags")
+    grafana.add_argument(
+        "--grafana.url",
+        dest="grafana_url",
+        required=True,
+        metavar="URL",
+        help="Grafana's address, e.g. http://grafana:3000",
+    )
+    grafana.add_argument(
+        "--grafana.auth-file",
+        dest="grafana_auth_file",
+        required=True,
+        metavar="FILE",
+        help="file holding USER:PASSWORD of a Grafana server admin (it creates organizations)",
+    )
+    grafana.add_argument(
+        "--dashboards",
+        default="grafana/dashboards",
+        metavar="DIR",
+        help="directory of the generated dashboard JSON (default: %(default)s)",
+    )
+    grafana.add_argument(
+        "--update-secrets",
+        action="store_true",
+        help="rewrite datasource secrets even when nothing else changed",
+    )
+    grafana.add_argument(
+        "--oauth.group-prefix",
+        dest="oauth_group_prefix",
+        default="",
+        metavar="PREFIX",
+        help="IdP group of a tenant is PREFIX<slug>",
+    )
+    tenants = parser.add_argument_group("tenant flags")
+    tenants.add_argument(
+        "--tenants",
+        metavar="FILE",
+        help="YAML list of {slug, name}; default: the sync log's organizations",
+    )
+    tenants.add_argument(
+        "--prometheus.proxy-url",
+        dest="proxy_url",
+        required=True,
+        metavar="URL",
+        help="prom-label-proxy as Grafana's server reaches it",
+    )
+    tenants.add_argument(
+        "--prometheus.proxy-header",
+        dest="proxy_header",
+        default=DEFAULT_PROXY_HEADER,
+        metavar="NAME",
+        help="header prom-label-proxy reads the org from (default: %(default)s)",
+    )
+    tenants.add_argument(
+        "--sync-log.host",
+        dest="sync_log_host",
+        required=True,
+        metavar="HOST:PORT",
+        help="PostgreSQL as Grafana's server reaches it",
+    )
+    tenants.add_argument(
+        "--sync-log.database",
+        dest="sync_log_database",
+        required=True,
+        metavar="NAME",
+        help="the sync log's database name",
+    )
+    tenants.add_argument(
+        "--sync-log.sslmode",
+        dest="sync_log_sslmode",
+        default="require",
+        choices=["disable", "require", "verify-ca", "verify-full"],
+    )
+    tenants.add_argument(
+        "--db-password-dir",
+        required=True,
+        metavar="DIR",
+        help="one file per tenant role (named after the role) with its password",
+    )
+    tenants.add_argument(
+        "--ensure-db-roles",
+        action="store_true",
+        help="also create or update each tenant's role (db tenant-role), "
+        "generating missing password files",
+    )
+
+
+def _grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter import grafana_tenants as gt
+    from exporter.roles import RoleError
+
+    try:
+        outcome = _run_grafana_setup(args, settings)
+    except (gt.TenantSetupError, RoleError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for change in outcome.changes:
+        print(change)
+    if not outcome.changes:
+        print("Grafana already matches: no changes")
+    print(gt.org_mapping(outcome.tenants, outcome.org_ids, args.oauth_group_prefix))
+    return 0
+
+
+def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
+    from grafana_client.client import GrafanaException
+
+    from exporter import grafana_tenants as gt
+
+    auth_text = read_secret("--grafana.auth-file", args.grafana_auth_file) or ""
+    user, sep, password = auth_text.partition(":")
+    auth: str | tuple[str, str] = (user, password) if sep else auth_text
+    dashboards = gt.load_dashboards(Path(args.dashboards))
+    engine = None
+    if settings.database_url:
+        url = normalize_url(settings.database_url, settings.database_password_file)
+        engine = create_sync_log_engine(url)
+    try:
+        if args.tenants:
+            tenants = gt.load_tenants(Path(args.tenants))
+        elif engine is not None:
+            tenants = _tenants_from_sync_log(engine)
+        else:
+            raise gt.TenantSetupError("--tenants or --database-url: where are the organizations?")
+        passwords = _tenant_passwords(args, engine, tenants)
+        targets = gt.Targets(
+            proxy_url=args.proxy_url,
+            proxy_header=args.proxy_header,
+            sync_log_host=args.sync_log_host,
+            sync_log_database=args.sync_log_database,
+            sync_log_sslmode=args.sync_log_sslmode,
+        )
+        setup = gt.TenantSetup(
+            args.grafana_url, auth, targets, dashboards, update_secrets=args.update_secrets
+        )
+        try:
+            outcome = setup.apply(tenants, passwords)
+        except GrafanaException as exc:
+            raise gt.TenantSetupError(f"--grafana.url: Grafana said: {exc}") from exc
+        return outcome
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _tenants_from_sync_log(engine: Any) -> list[Any]:
+    from sqlalchemy import select
+
+    from exporter.grafana_tenants import Tenant
+    from exporter.schema import Organization
+
+    with engine.connect() as connection:
+        rows = connection.execute(select(Organization.id, Organization.name).order_by("id"))
+        return [Tenant(slug, name) for slug, name in rows]
+
+
+def _tenant_passwords(args: argparse.Namespace, engine: Any, tenants: list[Any]) -> dict[str, str]:
+    """Each tenant role's password from its file; with --ensure-db-roles, create what is missing."""
+    import secrets
+
+    from exporter.grafana_tenants import TenantSetupError
+    from exporter.roles import ensure_tenant_role, tenant_role_name
+
+    directory = Path(args.db_password_dir)
+    if args.ensure_db_roles:
+        if engine is None:
+            raise TenantSetupError("--ensure-db-roles needs --database-url")
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passwords = {}
+    for tenant in tenants:
+        role = tenant_role_name(tenant.slug)
+        path = directory / role
+        if args.ensure_db_roles and not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+        if not path.is_file():
+            raise TenantSetupError(f"--db-password-dir: no password file {path} for {tenant.slug}")
+        password = read_secret("--db-password-dir", str(path))
+        assert password is not None
+        if args.ensure_db_roles:
+            ensure_tenant_role(engine, tenant.slug, role, password)
+        passwords[tenant.slug] = password
+    return passwords
