@@ -48,6 +48,9 @@ typecheck: venv
 dashboards: venv
 	$(BIN)/python -m grafana.build
 
+dashboards-check: venv
+	$(BIN)/python -m grafana.build --check
+
 bench: venv test-services
 	@. ./.test-env && $(BIN)/python -m bench
 
