@@ -81,7 +81,8 @@ def stale_warning() -> stat.Panel:
         .with_target(p.promql(STALE_WINDOW_HOURS, "No successful sync in the last"))
         .unit("suffix: hours")
         .decimals(0)
-        .thresholds(p.steps((None, p.RED)))
+        # Any window is red; the base colour is only seen without data, i.e. not stale.
+        .thresholds(p.steps((None, p.GREEN), (0, p.RED)))
         .color_mode(cm.BigValueColorMode.BACKGROUND_SOLID)
         .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
         .no_value("Synced within the expected window")
@@ -129,7 +130,9 @@ def source_notice() -> stat.Panel:
                 )
             ]
         )
-        .thresholds(p.steps((None, p.RED), (1, p.GREEN)))
+        # The mapping colours 0 and 1; no data (the exporter's own series are not visible
+        # through a tenant's label-enforcing proxy) stays neutral.
+        .thresholds(p.steps((None, "text")))
         .color_mode(cm.BigValueColorMode.BACKGROUND_SOLID)
         .no_value("Unknown")
         .height(7)
@@ -293,8 +296,11 @@ def build() -> db.Dashboard:
             _history(
                 "Runs finished",
                 "Sync runs that finished in each interval (succeeded, partial or failed).",
+                # $__rate_interval is $__interval plus one scrape: each pair of
+                # consecutive samples falls in exactly one window, so no run is missed
+                # at a window boundary and none is counted twice.
                 "max by (org, connector) (changes("
-                f"accounting_sync_last_run_timestamp_seconds{p.ORG_SELECTOR}[$__interval]))",
+                f"accounting_sync_last_run_timestamp_seconds{p.ORG_SELECTOR}[$__rate_interval]))",
             )
         )
         .with_panel(

@@ -76,7 +76,7 @@ def source_notice() -> stat.Panel:
                 )
             ]
         )
-        .thresholds(p.steps((None, p.RED), (1, p.GREEN)))
+        .thresholds(p.steps((None, "text")))
         .color_mode(cm.BigValueColorMode.BACKGROUND_SOLID)
         .no_value("Unknown")
     )

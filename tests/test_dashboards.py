@@ -166,9 +166,12 @@ def test_the_stale_warning_says_the_contract_sentence_in_red():
     (target,) = warning["targets"]
     assert target["legendFormat"] == "No successful sync in the last"
     assert warning["fieldConfig"]["defaults"]["unit"] == "suffix: hours"
+    # Every window (any value >= 0) is red; the base colour only shows without data.
     assert warning["fieldConfig"]["defaults"]["thresholds"]["steps"] == [
-        {"color": "red", "value": None}
+        {"color": "green", "value": None},
+        {"color": "red", "value": 0},
     ]
+    assert warning["fieldConfig"]["defaults"]["noValue"]
     assert warning["options"]["colorMode"].startswith("background")
 
 
