@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, event, func, select
+from sqlalchemy import Engine, delete, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from exporter.health import Health, evaluate_snapshot
@@ -494,3 +494,61 @@ def test_removing_an_integration_removes_its_history_and_keeps_the_others(
     assert [f.key for f in read_snapshot(engine).integrations] == [("hlf", "xledger")]
     assert {e.connector for e in last_run_errors(engine, "hlf")} == {"xledger"}
     assert {r.connector for r in run_history(engine, "hlf")} == {"xledger"}
+
+
+def test_a_pipeline_writing_only_the_contract_columns_in_plain_sql(engine: Engine):
+    """Other pipelines write SQL, not our models: the contract's defaults must fill the rest."""
+    before = datetime.now(UTC).replace(microsecond=0)
+    with engine.begin() as connection:
+        for statement in (
+            "insert into sync_organization (id, name) values ('hlf', 'HLF')",
+            "insert into sync_integration (org_id, connector) values ('hlf', 'dynamics')",
+            "insert into sync_run (org_id, connector, started_at, finished_at, status)"
+            " values ('hlf', 'dynamics', '2026-11-28 10:00:00', '2026-11-28 10:05:00',"
+            " 'succeeded')",
+            "insert into sync_run (org_id, connector, started_at, status)"
+            " values ('hlf', 'dynamics', '2026-11-28 11:00:00', 'running')",
+            "insert into sync_record"
+            " (org_id, connector, record_type, record_ref, state, enqueued_at, updated_at)"
+            " values ('hlf', 'dynamics', 'expense', 'E-1', 'pending',"
+            " '2026-11-28 09:00:00', '2026-11-28 09:00:00')",
+        ):
+            connection.execute(text(statement))
+    f = only(engine, "hlf", "dynamics")
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    assert (f.active, f.stale_after_seconds) == (True, 86400)
+    assert before - timedelta(seconds=1) <= f.created_at <= after  # default now(), in UTC
+    assert f.last_success_at == datetime(2026, 11, 28, 10, 5, tzinfo=UTC)
+    assert (f.last_run_status, f.last_run_records_total, f.last_run_records_failed) == (
+        "succeeded",
+        0,
+        0,
+    )
+    assert f.running_since == datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+    assert (f.pending_records, f.oldest_pending_at) == (1, datetime(2026, 11, 28, 9, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "insert into sync_integration (org_id, connector) values ('hlf', 'sap')",
+        "update sync_integration set stale_after_seconds = 0",
+        "insert into sync_run (org_id, connector, started_at, status)"
+        " values ('hlf', 'dynamics', '2026-11-28 10:00:00', 'done')",
+        "insert into sync_run (org_id, connector, started_at, status, records_failed)"
+        " values ('hlf', 'dynamics', '2026-11-28 10:00:00', 'partial', -1)",
+        "insert into sync_record"
+        " (org_id, connector, record_type, record_ref, state, enqueued_at, updated_at)"
+        " values ('hlf', 'dynamics', 'expense', 'E-1', 'lost',"
+        " '2026-11-28 09:00:00', '2026-11-28 09:00:00')",
+        "insert into sync_run (org_id, connector, started_at, status)"
+        " values ('nobody', 'dynamics', '2026-11-28 10:00:00', 'running')",
+    ],
+    ids=["connector", "stale-after", "run-status", "negative-count", "record-state", "fk"],
+)
+def test_the_schema_refuses_values_outside_the_contract(
+    engine: Engine, pipeline: Pipeline, statement: str
+):
+    pipeline.register("hlf", "HLF", "dynamics")
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(text(statement))
