@@ -20,7 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from exporter import __version__, config, logs
 from exporter.config import ConfigError, Settings
-from exporter.database import create_sync_log_engine, normalize_url, redact
+from exporter.database import (
+    cancel_running_statements,
+    create_sync_log_engine,
+    normalize_url,
+    redact,
+)
 from exporter.durations import format_duration
 
 log = logging.getLogger("exporter")
@@ -247,7 +252,13 @@ def run_exporter(
     server.close()
     for item in reversed(listeners):
         item.stop()
-    refresher.stop()
+    # A refresh blocked on the database would hold up the stop until its statement timeout.
+    stopping = threading.Thread(target=refresher.stop, name="stop-refresher")
+    stopping.start()
+    stopping.join(0.5)  # a refresh that is merely running gets to finish
+    while stopping.is_alive():
+        cancel_running_statements(engine)
+        stopping.join(0.5)
     engine.dispose()
     return 0
 

@@ -54,5 +54,6 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
-    # APScheduler logs every job execution at INFO; that is noise at a 15 s interval.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler logs every job execution at INFO, and at WARNING each tick skipped while a
+    # slow refresh runs (every interval of an outage); the refresh metrics already say both.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
