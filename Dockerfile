@@ -1,0 +1,21 @@
+# The exporter image: small (slim Python, no compilers, no caches) and runs as a non-root user.
+# Also carries the generated dashboards, which the one-shot `grafana-tenants` setup imports.
+FROM python:3.11.10-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[tenancy]'
+
+FROM python:3.11.10-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels 'accounting-sync-exporter[tenancy]' \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin exporter
+COPY grafana/dashboards /app/grafana/dashboards
+WORKDIR /app
+USER 10001:10001
+EXPOSE 9839
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9839/healthz', timeout=2)"]
+ENTRYPOINT ["accounting-sync-exporter"]
+CMD ["serve"]
