@@ -27,6 +27,7 @@ from tests.support import (
     RunningExporter,
     exporter_process,
     http_get,
+    parse_metrics,
     run_cli,
     series,
     value,
@@ -246,6 +247,25 @@ def test_display_name_with_quotes_backslashes_and_non_ascii_round_trips(
     assert series(samples, "accounting_sync_org_info") == {
         frozenset({"org": "hlf", "connector": "dynamics", "org_name": AWKWARD_NAME}.items()): 1
     }
+
+
+def test_telemetry_path_and_the_other_pages(synclog: Pipeline, db_url: str, tmp_path: Path) -> None:
+    synclog.register("hlf", "HLF", "dynamics")
+    args = ["--database-url", db_url, "--web.telemetry-path", "/sync/metrics", *FAST]
+    with exporter_process(args, tmp_path) as exporter:
+        status, _, body = http_get(exporter.url + "/sync/metrics")
+        assert status == 200
+        assert (
+            value(
+                parse_metrics(body.decode()), "accounting_sync_health", **labels("hlf", "dynamics")
+            )
+            == 0
+        )
+        assert http_get(exporter.url + "/metrics")[0] == 404
+        status, _, landing = http_get(exporter.url + "/")
+        assert status == 200 and b'href="/sync/metrics"' in landing
+        assert http_get(exporter.url + "/healthz")[0] == 200
+        assert http_get(exporter.url + "/readyz")[0] == 200
 
 
 # --- live changes ------------------------------------------------------------------------------
