@@ -279,3 +279,8 @@ from exporter import tenancy_commands  # noqa: E402
 tenancy_commands.register(
     _DB_EXTENSIONS, _DB_HELP, _DB_HANDLERS, _add_options, commands=_COMMAND_EXTENSIONS
 )
+
+# Alerting (issue 3): the `alertmanager-config` command.
+from exporter import alert_receivers  # noqa: E402
+
+alert_receivers.register(_COMMAND_EXTENSIONS, _DB_HELP, _DB_HANDLERS, _add_options)
