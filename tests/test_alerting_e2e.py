@@ -237,11 +237,16 @@ def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_
         ready(f"{prom_url}/-/ready", prom, prom_log)
 
         def delivered(path: str, alertname: str, status: str = "firing") -> list[dict]:
-            return alerts_in(received.at(path), alertname, status)
+            """The alert as carried by each notification to ``path`` that has it."""
+            found = [alerts_in([body], alertname, status) for body in received.at(path)]
+            found = [alerts for alerts in found if alerts]
+            # One alert per integration, however many replicas were scraped.
+            assert all(len(alerts) == 1 for alerts in found), found
+            return [alerts[0] for alerts in found]
 
         # Red: the org's own receiver and the administrators', once each, not once per replica.
         for receiver in ("org-blindeforbundet", "global-admins"):
-            [stale] = wait_until(
+            stale, *_ = wait_until(
                 lambda r=receiver: delivered(f"/webhook/{r}", "AccountingSyncStale"),
                 timeout=60,
                 interval=0.2,
@@ -266,7 +271,7 @@ def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_
 
         # Amber: likewise, with the failed-record count and the error-details link.
         for receiver in ("org-hlf", "global-admins"):
-            [amber] = wait_until(
+            amber, *_ = wait_until(
                 lambda r=receiver: delivered(f"/webhook/{r}", "AccountingSyncRecordsFailed"),
                 timeout=30,
                 interval=0.2,
@@ -333,7 +338,7 @@ def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_
         pipeline.mark_synced(stuck)
         pipeline.finish_run(run, "succeeded", records_total=1)
         for receiver in ("org-blindeforbundet", "global-admins"):
-            [resolved] = wait_until(
+            resolved, *_ = wait_until(
                 lambda r=receiver: delivered(f"/webhook/{r}", "AccountingSyncStale", "resolved"),
                 timeout=60,
                 interval=0.2,
