@@ -98,14 +98,22 @@ def _ensure_login_role(connection: Connection, role: str, password: str | None) 
         raise RoleError(f"--role {role}: is a superuser or BYPASSRLS role; RLS cannot restrict it")
     if role == _scalar(connection, "SELECT current_user"):
         raise RoleError(f"--role {role}: is the role running this command")
-    owned = _scalar(
+    if existing and _scalar(
         connection,
-        "SELECT count(*) FROM pg_tables WHERE tableowner = %s AND tablename = ANY(%s)",
-        role,
+        "SELECT count(*) FROM pg_tables WHERE tablename = ANY(%s)"
+        " AND pg_has_role(%s, tableowner, 'MEMBER')",
         [*TABLES, MAPPING],
-    )
-    if owned:
-        raise RoleError(f"--role {role}: owns sync log tables; RLS does not apply to owners")
+        role,
+    ):
+        raise RoleError(f"--role {role}: owns sync log tables (or can SET ROLE to their owner)")
+    if existing and _scalar(
+        connection,
+        "SELECT count(*) FROM pg_roles r WHERE r.rolname <> %s"
+        " AND (r.rolsuper OR r.rolbypassrls) AND pg_has_role(%s, r.oid, 'MEMBER')",
+        role,
+        role,
+    ):
+        raise RoleError(f"--role {role}: can SET ROLE to a superuser or BYPASSRLS role")
     verb = "ALTER" if existing else "CREATE"
     _execute(
         connection,

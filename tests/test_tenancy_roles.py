@@ -262,6 +262,23 @@ def test_bad_requests_exit_2_with_one_line_naming_the_flag(sync_log, args, named
     assert len(lines) == 1 and named in lines[0], result.stderr
 
 
+def test_a_role_that_can_become_the_owner_or_a_superuser_is_refused(sync_log, role_names):
+    escalating = role_names("esc")
+    engine = create_sync_log_engine(normalize_url(sync_log))
+    with engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{escalating}" LOGIN'))
+        connection.execute(text(f'GRANT postgres TO "{escalating}"'))  # owner and superuser
+    engine.dispose()
+    result = run_cli(
+        "db", "tenant-role", "--database-url", sync_log, "--org", "hlf", "--role", escalating
+    )
+    assert result.returncode == 2 and f"--role {escalating}" in result.stderr, result.stderr
+    with _connect_as(sync_log, escalating) as connection:
+        assert not connection.execute(
+            "SELECT count(*) FROM sync_tenant_role WHERE role_name = current_user"
+        ).fetchone()[0]
+
+
 def test_an_unmigrated_database_or_sqlite_is_refused(pg_url, sqlite_url):
     unmigrated = run_cli(
         "db", "tenant-role", "--database-url", pg_url, "--org", "a", "--role", "ase_never"
