@@ -64,7 +64,7 @@ def _execute(connection: Connection, statement: sql.Composable | str, *params: A
     return cursor
 
 
-def _scalar(connection: Connection, statement: str, *params: Any) -> Any:
+def _scalar(connection: Connection, statement: sql.Composable | str, *params: Any) -> Any:
     row = _execute(connection, statement, *params).fetchone()
     return None if row is None else row[0]
 
