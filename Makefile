@@ -13,6 +13,7 @@ help:
 	@echo "make lint        ruff and mypy"
 	@echo "make dashboards  regenerate grafana/dashboards/*.json from code"
 	@echo "make bench       benchmarks (prints ratios measured side by side)"
+	@echo "make soak        ten-minute soak test: memory, threads, descriptors"
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
@@ -53,6 +54,10 @@ dashboards-check: venv
 
 bench: venv test-services
 	@. ./.test-env && $(BIN)/python -m bench
+
+# Ten minutes under load; prints memory, threads and descriptors at the start and the end.
+soak: venv test-services
+	@. ./.test-env && $(BIN)/python -m pytest -m soak -s tests/test_soak.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .test-env .pytest_cache .mypy_cache .ruff_cache
