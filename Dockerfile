@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The exporter image: small (slim Python, no compilers, no caches) and runs as a non-root user.
 # Also carries the generated dashboards, which the one-shot `grafana-tenants` setup imports.
 FROM python:3.11.10-slim-bookworm AS build

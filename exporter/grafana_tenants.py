@@ -310,6 +310,8 @@ class TenantSetup:
                 org_id = int(created["orgId"])
                 orgs[tenant.name] = org_id
                 outcome.changes.append(f"{tenant.slug}: created Grafana organization {org_id}")
+            else:
+                self._membership(main, tenant, org_id, outcome)
             outcome.org_ids[tenant.slug] = org_id
             api = self.api_factory(self.url, self.auth, org_id)
             role = tenant_role_name(tenant.slug)
@@ -329,6 +331,18 @@ class TenantSetup:
                 self._dashboard(api, tenant, dashboard, outcome)
             self._home(api, tenant, outcome)
         return outcome
+
+    def _membership(self, main: Any, tenant: Tenant, org_id: int, out: Outcome) -> None:
+        """Org-scoped calls need the admin to be a member of an organization made elsewhere."""
+        if not isinstance(self.auth, tuple):
+            return
+        login = self.auth[0]
+        members = main.organizations.organization_user_list(org_id)
+        if not any(login in (m.get("login"), m.get("email")) for m in members):
+            main.organizations.organization_user_add(
+                org_id, {"loginOrEmail": login, "role": "Admin"}
+            )
+            out.changes.append(f"{tenant.slug}: added {login} to Grafana organization {org_id}")
 
     def _datasource(self, api: Any, tenant: Tenant, wanted: dict[str, Any], out: Outcome) -> None:
         from grafana_client.client import GrafanaClientError

@@ -81,7 +81,13 @@ def read_secret(flag: str, path: str | None) -> str | None:
     return secret
 
 
+class GrafanaUnavailable(Exception):
+    """Grafana did not answer, or failed on its side: not the user's configuration (exit 1)."""
+
+
 def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
+    import psycopg
+
     from exporter.roles import RoleError
 
     try:
@@ -94,6 +100,9 @@ def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
     except RoleError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except psycopg.Error as exc:  # statements sent on the driver's cursor (roles.py)
+        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -210,6 +219,8 @@ def _grafana_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
     from exporter import grafana_tenants as gt
     from exporter.roles import RoleError
 
@@ -218,6 +229,12 @@ def _grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
     except (gt.TenantSetupError, RoleError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except GrafanaUnavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:  # --ensure-db-roles on the driver's cursor (roles.py)
+        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for change in outcome.changes:
@@ -262,7 +279,10 @@ def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
         try:
             outcome = setup.apply(tenants, passwords)
         except GrafanaException as exc:
-            raise gt.TenantSetupError(f"--grafana.url: Grafana said: {exc}") from exc
+            status = getattr(exc, "status_code", 0) or 0
+            if 400 <= status < 500:  # credentials, permissions, bad request: configuration
+                raise gt.TenantSetupError(f"--grafana.url: Grafana said: {exc}") from exc
+            raise GrafanaUnavailable(f"Grafana at {args.grafana_url}: {exc}") from exc
         return outcome
     finally:
         if engine is not None:

@@ -41,6 +41,7 @@ class GrafanaStandIn:
 
     def __init__(self) -> None:
         self.orgs: dict[int, str] = {1: "Main Org."}
+        self.members: dict[int, set[str]] = {1: {ADMIN[0]}}
         self.datasources: dict[int, dict[str, dict[str, Any]]] = {1: {}}
         self.secrets: dict[int, dict[str, dict[str, str]]] = {1: {}}
         self.dashboards: dict[int, dict[str, dict[str, Any]]] = {1: {}}
@@ -78,7 +79,7 @@ class GrafanaStandIn:
                 body = json.loads(self.rfile.read(length)) if length else None
                 with grafana.lock:
                     grafana.calls.append((method, self.path, org))
-                    if org not in grafana.orgs:
+                    if ADMIN[0] not in grafana.members.get(org, set()):
                         return self._reply(401, {"message": "not a member of this organization"})
                     status, reply = grafana.route(method, self.path, org, body)
                 self._reply(status, reply)
@@ -117,7 +118,15 @@ class GrafanaStandIn:
             for table in (self.datasources, self.secrets, self.dashboards):
                 table[new] = {}
             self.preferences[new] = {"homeDashboardUID": ""}
+            self.members[new] = {ADMIN[0]}  # Grafana makes the creator an Admin of it
             return 200, {"message": "Organization created", "orgId": new}
+        match = re.fullmatch(r"/api/orgs/(\d+)/users", path)
+        if match:
+            members = self.members.setdefault(int(match.group(1)), set())
+            if method == "GET":
+                return 200, [{"login": login, "role": "Admin"} for login in sorted(members)]
+            members.add(body["loginOrEmail"])
+            return 200, {"message": "User added to organization"}
         if (method, path) == ("GET", "/api/datasources"):
             return 200, [self._public(org, uid) for uid in self.datasources[org]]
         if (method, path) == ("POST", "/api/datasources"):
@@ -161,6 +170,15 @@ class GrafanaStandIn:
         body["orgId"] = org
         self.datasources[org][uid] = body
         return 200, {"message": "Datasource added", "datasource": self._public(org, uid)}
+
+    def add_org_made_elsewhere(self, name: str) -> int:
+        new = max(self.orgs) + 1
+        self.orgs[new] = name
+        for table in (self.datasources, self.secrets, self.dashboards):
+            table[new] = {}
+        self.preferences[new] = {"homeDashboardUID": ""}
+        self.members[new] = {"someone-else"}
+        return new
 
     def org_id(self, name: str) -> int:
         return next(i for i, n in self.orgs.items() if n == name)
@@ -331,6 +349,16 @@ def test_drift_is_repaired_and_only_drift(grafana, setup_files):
     ]
     assert {org for _, _, org in grafana.writes()} == {hlf}
     _assert_tenant_org(grafana, "hlf", "Hørselshemmedes Landsforbund")
+
+
+def test_an_existing_organization_is_reused_and_the_admin_joins_it(grafana, setup_files):
+    existing = grafana.add_org_made_elsewhere("Hørselshemmedes Landsforbund")
+    result = _setup(grafana, setup_files)
+    assert result.returncode == 0, result.stderr
+    assert list(grafana.orgs.values()).count("Hørselshemmedes Landsforbund") == 1
+    assert grafana.members[existing] == {"someone-else", ADMIN[0]}
+    _assert_tenant_org(grafana, "hlf", "Hørselshemmedes Landsforbund")
+    assert f"hlf:{existing}:Viewer" in result.stdout
 
 
 def test_a_foreign_datasource_in_a_tenant_organization_is_reported(grafana, setup_files):

@@ -279,6 +279,21 @@ def test_a_role_that_can_become_the_owner_or_a_superuser_is_refused(sync_log, ro
         ).fetchone()[0]
 
 
+def test_without_the_privilege_to_create_roles_it_fails_in_one_line(sync_log, role_names):
+    weak = role_names("weak")
+    engine = create_sync_log_engine(normalize_url(sync_log))
+    with engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{weak}" LOGIN'))
+    engine.dispose()
+    url = make_url(sync_log).set(username=weak).render_as_string(hide_password=False)
+    result = run_cli(
+        "db", "tenant-role", "--database-url", url, "--org", "hlf", "--role", weak + "t"
+    )
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "permission denied" in result.stderr
+
+
 def test_an_unmigrated_database_or_sqlite_is_refused(pg_url, sqlite_url):
     unmigrated = run_cli(
         "db", "tenant-role", "--database-url", pg_url, "--org", "a", "--role", "ase_never"
