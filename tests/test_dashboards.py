@@ -7,6 +7,7 @@ dashboard or variable that does not exist, a health value shown as a bare number
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -14,6 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from grafana import build
 from grafana.interpolate import load, panels, targets, variables
@@ -204,3 +207,24 @@ def test_provisioning_declares_the_datasource_uids_and_loads_the_dashboards():
     (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
     assert provider["type"] == "file" and provider["orgId"] == 1
     assert provider["options"]["path"]
+
+
+@pytest.mark.parametrize("uid", sorted(UIDS))
+def test_the_json_is_a_grafana_dashboard_model_the_sdk_reads_back_unchanged(uid):
+    """Hand edits or keys Grafana 11.6 does not know would not survive the round trip."""
+    model = DASHBOARDS[uid]
+    back = json.loads(json.dumps(Dashboard.from_json(model), cls=JSONEncoder))
+    assert back == model
+    assert model["schemaVersion"] >= 39
+
+
+@pytest.mark.parametrize("uid", sorted(UIDS))
+def test_panels_fit_the_grid_without_overlapping(uid):
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels(DASHBOARDS[uid]):
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
