@@ -20,12 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from exporter import __version__, config, logs
 from exporter.config import ConfigError, Settings
-from exporter.database import (
-    cancel_running_statements,
-    create_sync_log_engine,
-    normalize_url,
-    redact,
-)
+from exporter.database import create_sync_log_engine, normalize_url, redact
+from exporter.deadline import abort_connections, client_deadline, with_deadline
 from exporter.durations import format_duration
 
 log = logging.getLogger("exporter")
@@ -220,7 +216,11 @@ def run_exporter(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
 
-    refresher = Refresher(engine, settings.refresh_interval)
+    from exporter.repository import read_snapshot
+
+    # A partitioned or frozen database never answers; the refresh must still end (deadline.py).
+    reader = with_deadline(read_snapshot, client_deadline(settings.database_statement_timeout))
+    refresher = Refresher(engine, settings.refresh_interval, reader=reader)
     try:
         server = MetricsServer(
             settings.web_listen_address, refresher, settings.web_telemetry_path, web
@@ -257,7 +257,7 @@ def run_exporter(
     stopping.start()
     stopping.join(0.5)  # a refresh that is merely running gets to finish
     while stopping.is_alive():
-        cancel_running_statements(engine)
+        abort_connections(engine)
         stopping.join(0.5)
     engine.dispose()
     return 0

@@ -7,14 +7,14 @@ psycopg2 for those, which this project does not ship, so the driver is chosen he
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from exporter.deadline import track_connections
 
 
 class DatabaseURLError(ValueError):
@@ -76,50 +76,8 @@ def create_sync_log_engine(
         pool_recycle=1800,
         **kwargs,
     )
-    _track_checkouts(engine)
+    track_connections(engine)
     return engine
-
-
-# The PostgreSQL connections each engine has lent out, so that stopping can cancel their
-# statements instead of waiting for them (up to the statement timeout) to finish.
-_IN_USE: weakref.WeakKeyDictionary[Engine, set[Any]] = weakref.WeakKeyDictionary()
-_IN_USE_LOCK = threading.Lock()
-
-
-def _track_checkouts(engine: Engine) -> None:
-    in_use: set[Any] = set()
-    _IN_USE[engine] = in_use
-
-    @event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        with _IN_USE_LOCK:
-            in_use.add(dbapi_connection)
-
-    @event.listens_for(engine, "checkin")
-    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
-        with _IN_USE_LOCK:
-            in_use.discard(dbapi_connection)
-
-
-def cancel_running_statements(engine: Engine) -> int:
-    """Ask the server to cancel whatever the engine's lent-out connections are running.
-
-    Used on shutdown: a refresh stuck behind a lock must not hold up SIGTERM for the
-    length of the statement timeout. Returns how many cancel requests were sent.
-    """
-    with _IN_USE_LOCK:
-        connections = list(_IN_USE.get(engine, ()))
-    sent = 0
-    for connection in connections:
-        cancel = getattr(connection, "cancel", None)
-        if cancel is None:
-            continue
-        try:
-            cancel()
-            sent += 1
-        except Exception:  # the connection may have just closed; nothing left to cancel
-            continue
-    return sent
 
 
 def _configure_sqlite(engine: Engine) -> None:
