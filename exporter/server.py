@@ -61,10 +61,11 @@ class _Server(ThreadingHTTPServer):
         the log and bury real errors.
         """
         error = sys.exc_info()[1]
-        log.debug(
-            "request failed",
-            extra={"client": client_address[0], "error": f"{type(error).__name__}: {error}"},
-        )
+        fields = {"client": client_address[0], "error": f"{type(error).__name__}: {error}"}
+        if isinstance(error, OSError | ValueError):  # ssl.SSLError is an OSError
+            log.debug("request failed", extra=fields)
+        else:  # a bug of ours: worth seeing, still without a traceback per request
+            log.error("request failed", extra=fields)
 
     def get_request(self) -> tuple[Any, Any]:
         connection, address = super().get_request()
