@@ -54,7 +54,7 @@ class _Server(ThreadingHTTPServer):
         super().server_bind()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """One debug line instead of socketserver's traceback on stderr.
+        """One log line instead of socketserver's traceback on stderr.
 
         A client that fails the TLS handshake (plain HTTP, an untrusted certificate) or
         drops the connection is the client's problem; a traceback per probe would flood
