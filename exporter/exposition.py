@@ -20,6 +20,7 @@ from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import CollectorRegistry
 
+from exporter import textformat
 from exporter.collector import ServedState, SyncLogCollector
 
 TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
@@ -41,9 +42,8 @@ def wants_gzip(accept_encoding: str | None) -> bool:
 
 
 def _render(registry: CollectorRegistry, openmetrics: bool) -> bytes:
-    if openmetrics:
-        return openmetrics_format.generate_latest(registry)
-    return text_format.generate_latest(registry)
+    # Same bytes as prometheus_client's generate_latest, several times faster (textformat.py).
+    return textformat.generate(registry, openmetrics=openmetrics)
 
 
 def _runtime_registry() -> CollectorRegistry:

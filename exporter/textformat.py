@@ -1,0 +1,127 @@
+"""The Prometheus text format and OpenMetrics, written fast for the families this exporter makes.
+
+prometheus_client's writers check every metric name character by character and build
+every label string afresh: measured at 7 us (text) and 14 us (OpenMetrics) per series,
+that is 2.5 s per refresh at 10,000 integrations (130,000 series), which would be most
+of the delay between a finished sync and the new figures on /metrics. Here the label
+string of an (org, connector) pair is built once and reused by all of its series, and
+names already known to be valid are written as they are.
+
+The output is byte for byte what prometheus_client writes (tests/test_refresh_rendering.py
+compares them). Anything outside what the exporter produces (exemplars, timestamps,
+native histograms, created samples, names outside the legacy character set) is handed
+to prometheus_client unchanged, so this is a shortcut, never a second dialect.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from prometheus_client import exposition as text_format
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics_format
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+_LEGACY_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")  # no colons: OpenMetrics rewrites those
+_LEGACY_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_TEXT_TYPES = {"counter": "counter", "gauge": "gauge", "info": "gauge", "stateset": "gauge"}
+_OM_TYPES = frozenset({"counter", "gauge", "info", "stateset"})
+
+
+class Unsupported(Exception):
+    """A family this writer does not handle; prometheus_client renders the whole registry."""
+
+
+def _escape_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _label_string(labels: dict[str, str], cache: dict[tuple[tuple[str, str], ...], str]) -> str:
+    key = tuple(labels.items())
+    text = cache.get(key)
+    if text is None:
+        for name in labels:
+            if not _LEGACY_LABEL.match(name):
+                raise Unsupported(name)
+        pairs = ",".join(f'{name}="{_escape_value(v)}"' for name, v in sorted(labels.items()))
+        text = "{" + pairs + "}" if pairs else ""
+        cache[key] = text
+    return text
+
+
+def _samples(metric: Metric, cache: dict[tuple[tuple[str, str], ...], str]) -> Iterable[str]:
+    checked: set[str] = set()
+    for sample in metric.samples:
+        if (
+            sample.timestamp is not None
+            or sample.exemplar is not None
+            or getattr(sample, "native_histogram", None) is not None
+            or sample.value is None
+        ):
+            raise Unsupported(metric.name)
+        if sample.name not in checked:
+            if not _LEGACY_NAME.match(sample.name) or sample.name.endswith(
+                ("_created", "_gsum", "_gcount")
+            ):
+                raise Unsupported(sample.name)
+            checked.add(sample.name)
+        labels = _label_string(sample.labels, cache)
+        yield f"{sample.name}{labels} {floatToGoString(sample.value)}\n"
+
+
+def _text(families: Iterable[Metric]) -> str:
+    cache: dict[tuple[tuple[str, str], ...], str] = {}
+    out: list[str] = []
+    for metric in families:
+        if metric.type not in _TEXT_TYPES or not _LEGACY_NAME.match(metric.name):
+            raise Unsupported(metric.name)
+        name = metric.name
+        if metric.type == "counter":
+            name += "_total"
+        elif metric.type == "info":
+            name += "_info"
+        help_text = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {_TEXT_TYPES[metric.type]}\n")
+        out.extend(_samples(metric, cache))
+    return "".join(out)
+
+
+def _openmetrics(families: Iterable[Metric]) -> str:
+    cache: dict[tuple[tuple[str, str], ...], str] = {}
+    out: list[str] = []
+    for metric in families:
+        if metric.type not in _OM_TYPES or not _LEGACY_NAME.match(metric.name) or metric.unit:
+            raise Unsupported(metric.name)
+        out.append(
+            f"# HELP {metric.name} {_escape_value(metric.documentation)}\n"
+            f"# TYPE {metric.name} {metric.type}\n"
+        )
+        out.extend(_samples(metric, cache))
+    out.append("# EOF\n")
+    return "".join(out)
+
+
+def generate(registry: Collector, *, openmetrics: bool) -> bytes:
+    """``generate_latest`` of either format, for ``registry``, with the same bytes."""
+    families = list(registry.collect())
+    try:
+        body = _openmetrics(families) if openmetrics else _text(families)
+    except Unsupported:
+        replay = CollectorRegistry(auto_describe=False)
+        replay.register(_Replay(families))
+        if openmetrics:
+            return openmetrics_format.generate_latest(replay)
+        return text_format.generate_latest(replay)
+    return body.encode("utf-8")
+
+
+class _Replay(Collector):
+    """Families already collected, handed to prometheus_client without collecting twice."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._families)
