@@ -27,6 +27,8 @@ MAPPING = "sync_tenant_role"
 TABLES = ("sync_organization", "sync_integration", "sync_run", "sync_record", "sync_record_error")
 WRITE_PRIVILEGES = "INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER"
 _ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
+TENANT_CONNECTION_LIMIT = 10
+TENANT_STATEMENT_TIMEOUT = "30s"
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
@@ -194,6 +196,17 @@ def ensure_tenant_role(
                 connection, sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(TENANT_GROUP))
             )
         created = _ensure_login_role(connection, role, password)
+        # A tenant's dashboards share the database with the pipeline and the exporter:
+        # bound what they can hold (a default the role could raise for itself, but Grafana's
+        # queries run with it).
+        for setting in (
+            f"CONNECTION LIMIT {TENANT_CONNECTION_LIMIT}",
+            f"SET statement_timeout = '{TENANT_STATEMENT_TIMEOUT}'",
+        ):
+            _execute(
+                connection,
+                sql.SQL("ALTER ROLE {} " + setting).format(sql.Identifier(role)),
+            )
         group = sql.Identifier(TENANT_GROUP)
         _execute(connection, sql.SQL("GRANT {} TO {}").format(group, sql.Identifier(role)))
         _execute(

@@ -120,6 +120,9 @@ def test_a_tenant_role_sees_its_own_organization_in_every_table(sync_log, role_n
 
     with _connect_as(sync_log, role, "s3cret!'pw") as tenant:
         assert _orgs_per_table(tenant) == {table: {"hlf"} for table in TABLES}
+        # Bounded and read-only by default, so dashboards cannot starve the pipeline.
+        assert tenant.execute("SHOW statement_timeout").fetchone() == ("30s",)
+        assert tenant.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
         counts = {t: tenant.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
     # hlf's own rows are all there: 1 organization, 2 integrations, 2 runs, 6 records, 2 errors.
     assert counts == {
