@@ -75,6 +75,36 @@ def role_names(pg_url: str, pg_admin: Engine) -> Iterator[Callable[[str], str]]:
             connection.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
 
 
+@pytest.fixture(scope="module")
+def attacked(
+    pg_admin: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """One sync log and one hlf tenant shared by the attempts that must all fail (none of
+    them can change anything unless isolation is already broken, which fails its test)."""
+    name = f"ase_test_{uuid.uuid4().hex[:12]}"
+    role = f"ase_attacked_{uuid.uuid4().hex[:8]}"
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = pg_admin.url.set(database=name).render_as_string(hide_password=False)
+    url = url.replace("+psycopg", "")
+    engine = create_sync_log_engine(normalize_url(url))
+    try:
+        upgrade(engine)
+        _seed(engine)
+        _make_tenant(url, "hlf", role, tmp_path_factory.mktemp("attacked"))
+        yield url, role
+    finally:
+        with engine.begin() as connection:
+            if connection.execute(
+                text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+            ).first():
+                connection.execute(text(f'DROP OWNED BY "{role}"'))
+        engine.dispose()
+        with pg_admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
 def _connect_as(url: str, role: str, password: str | None = None) -> psycopg.Connection:
     parsed = make_url(url)
     return psycopg.connect(
@@ -145,10 +175,9 @@ WRITES = [
 
 
 @pytest.mark.parametrize("statement", WRITES)
-def test_a_tenant_role_cannot_write(sync_log, role_names, tmp_path, statement):
-    role = role_names("w")
-    _make_tenant(sync_log, "hlf", role, tmp_path)
-    with _connect_as(sync_log, role, "s3cret!'pw") as tenant:
+def test_a_tenant_role_cannot_write(attacked, statement):
+    url, role = attacked
+    with _connect_as(url, role, "s3cret!'pw") as tenant:
         # The role's default is a read-only transaction; switch it off to reach the grants.
         tenant.execute("SET default_transaction_read_only = off")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -170,10 +199,9 @@ WIDENING = [
 
 
 @pytest.mark.parametrize(("setup", "attempt"), WIDENING)
-def test_a_tenant_role_cannot_widen_its_view(sync_log, role_names, tmp_path, setup, attempt):
-    role = role_names("x")
-    _make_tenant(sync_log, "hlf", role, tmp_path)
-    with _connect_as(sync_log, role, "s3cret!'pw") as tenant:
+def test_a_tenant_role_cannot_widen_its_view(attacked, setup, attempt):
+    url, role = attacked
+    with _connect_as(url, role, "s3cret!'pw") as tenant:
         tenant.execute("SET default_transaction_read_only = off")  # reach the grants
         if setup:
             tenant.execute(setup)
