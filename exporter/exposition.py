@@ -16,14 +16,15 @@ import gzip
 import threading
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import textformat
 from exporter.collector import ServedState, SyncLogCollector
 
-TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
+# What prometheus_client itself labels an un-negotiated text body: since 0.22 its
+# CONTENT_TYPE_LATEST says version=1.0.0, which promises a format we do not negotiate.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 _EOF = b"# EOF\n"
 GZIP_LEVEL = 6

@@ -253,8 +253,10 @@ def test_telemetry_path_and_the_other_pages(synclog: Pipeline, db_url: str, tmp_
     synclog.register("hlf", "HLF", "dynamics")
     args = ["--database-url", db_url, "--web.telemetry-path", "/sync/metrics", *FAST]
     with exporter_process(args, tmp_path) as exporter:
-        status, _, body = http_get(exporter.url + "/sync/metrics")
+        status, headers, body = http_get(exporter.url + "/sync/metrics")
         assert status == 200
+        # Not negotiated: the classic text format, labelled as prometheus_client labels it.
+        assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
         assert (
             value(
                 parse_metrics(body.decode()), "accounting_sync_health", **labels("hlf", "dynamics")
