@@ -20,7 +20,7 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import textformat
-from exporter.collector import ServedState, SyncLogCollector
+from exporter.collector import ServedState
 
 # What prometheus_client itself labels an un-negotiated text body: since 0.22 its
 # CONTENT_TYPE_LATEST says version=1.0.0, which promises a format we do not negotiate.
@@ -58,9 +58,16 @@ def _runtime_registry() -> CollectorRegistry:
 class Exposition:
     """The rendered forms of one ``ServedState``, filled in lazily and kept."""
 
-    def __init__(self, state: ServedState, runtime: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        state: ServedState,
+        runtime: CollectorRegistry | None = None,
+        previous: Exposition | None = None,
+    ) -> None:
         self.state = state
         self._runtime = runtime if runtime is not None else _runtime_registry()
+        # Unchanged integrations reuse the previous refresh's lines (textformat.LineCache).
+        self._lines = textformat.LineCache(previous._lines if previous is not None else None)
         self._cache: dict[tuple[bool, bool], bytes] = {}
         self._lock = threading.RLock()
 
@@ -75,9 +82,9 @@ class Exposition:
                 if compressed:
                     body = gzip.compress(self._static(openmetrics, False), GZIP_LEVEL)
                 else:
-                    registry = CollectorRegistry(auto_describe=False)
-                    registry.register(SyncLogCollector(self.state))
-                    body = _render(registry, openmetrics)
+                    body = textformat.render_state(
+                        self.state, openmetrics=openmetrics, lines=self._lines
+                    )
                     if openmetrics and body.endswith(_EOF):
                         body = body[: -len(_EOF)]
                 self._cache[key] = body

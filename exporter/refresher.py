@@ -128,7 +128,7 @@ class Refresher:
             return True
 
     def _publish(self, state: ServedState) -> None:
-        exposition = Exposition(state)
+        exposition = Exposition(state, previous=self._exposition)
         exposition.prerender()
         self._exposition = exposition  # one reference swap: scrapes see old or new, whole
 

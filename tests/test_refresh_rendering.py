@@ -7,6 +7,7 @@ with awkward display names, absent series and every run status, in both formats.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -91,3 +92,21 @@ def test_families_it_does_not_handle_go_to_prometheus_client(openmetrics):
     registry.register(Odd())  # type: ignore[arg-type]
     expected = (openmetrics_format if openmetrics else text_format).generate_latest(registry)
     assert textformat.generate(registry, openmetrics=openmetrics) == expected
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_lines_reused_from_the_previous_refresh_give_the_same_bytes(openmetrics):
+    first = evaluate_snapshot(Snapshot(NOW, tuple(_facts(n) for n in range(40))), NOW)
+    previous = textformat.LineCache()
+    textformat.render_state(ServedState(statuses=first), openmetrics=openmetrics, lines=previous)
+    # Next refresh: one integration gone, one new, one changed, the rest as they were.
+    changed = replace(first[5].facts, pending_records=999, org_name='now "quoted"')
+    facts = [s.facts for s in first if s.facts.org_id != "org-003"] + [_facts(77)]
+    facts[5] = changed
+    second = evaluate_snapshot(Snapshot(NOW, tuple(facts)), NOW)
+    state = ServedState(statuses=second, source_up=True, refreshes=(("notification", 2),))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SyncLogCollector(state))
+    expected = (openmetrics_format if openmetrics else text_format).generate_latest(registry)
+    lines = textformat.LineCache(previous)
+    assert textformat.render_state(state, openmetrics=openmetrics, lines=lines) == expected
