@@ -212,20 +212,33 @@ def test_integrations_are_kept_apart_and_ordered(engine: Engine, pipeline: Pipel
     )
 
 
-def test_timestamps_come_back_in_utc_whatever_zone_they_were_written_in(
-    engine: Engine, pipeline: Pipeline
-):
+def test_timestamps_are_the_instants_written_whatever_the_zones(engine: Engine, pipeline: Pipeline):
+    """Written in Oslo time, read in a session whose zone is Kathmandu: the same instants."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(
+                text(f"ALTER DATABASE \"{engine.url.database}\" SET timezone TO 'Asia/Kathmandu'")
+            )
+        engine.dispose()  # new connections take the database's zone
     oslo = timezone(timedelta(hours=1))
     finished = datetime(2026, 11, 28, 13, 30, 15, 250000, tzinfo=oslo)
     pipeline.register("hlf", "HLF", "dynamics", created_at=finished - timedelta(days=1))
     pipeline.add_finished_run(
         "hlf", "dynamics", "succeeded", started_at=finished, finished_at=finished
     )
+    pipeline.enqueue("hlf", "dynamics", [("expense", "E-1")], at=finished)
     f = only(engine, "hlf", "dynamics")
-    assert f.last_success_at == finished
-    assert f.last_success_at is not None and f.last_success_at.utcoffset() == timedelta(0)
-    assert f.last_success_at.hour == 12
-    assert f.created_at.utcoffset() == timedelta(0)
+    assert f.last_success_at == finished  # aware datetimes compare as instants
+    assert f.last_run_finished_at == finished
+    assert f.created_at == finished - timedelta(days=1)
+    assert f.oldest_pending_at == finished
+    for moment in (f.last_success_at, f.last_run_finished_at, f.created_at, f.oldest_pending_at):
+        assert moment is not None and moment.utcoffset() is not None  # never naive
+    assert f.last_success_at is not None
+    assert (
+        f.last_success_at.timestamp() == datetime(2026, 11, 28, 12, 30, 15, 250000, UTC).timestamp()
+    )
+    assert run_history(engine, "hlf")[0].finished_at == finished
 
 
 def test_snapshot_and_health_agree_on_every_state(engine: Engine, pipeline: Pipeline):
