@@ -325,6 +325,50 @@ def test_a_deleted_integration_disappears(synclog: Pipeline, db_url: str, tmp_pa
     assert value(samples, "accounting_sync_exporter_integrations") == 1
 
 
+def test_silence_alone_turns_an_integration_red(
+    synclog: Pipeline, db_url: str, tmp_path: Path
+) -> None:
+    """No write at all: only the clock moves past stale_after, and a refresh shows red."""
+    finished = datetime.now(UTC)
+    synclog.register("hlf", "HLF", "dynamics", stale_after_seconds=3)
+    synclog.add_finished_run(
+        "hlf", "dynamics", "succeeded", started_at=finished, finished_at=finished
+    )
+    with exporter_process(["--database-url", db_url, *FAST], tmp_path) as exporter:
+        assert health(exporter, "hlf", "dynamics") == 0
+
+        def red_seen_at() -> datetime | None:
+            return datetime.now(UTC) if health(exporter, "hlf", "dynamics") == 2 else None
+
+        seen = wait_until(red_seen_at, timeout=3 + 2 * INTERVAL + 2.0, what="hlf to turn red")
+    assert seen - finished > timedelta(seconds=3)  # not before the window has passed
+
+
+def test_a_renamed_organization_shows_only_its_new_name(
+    synclog: Pipeline, db_url: str, tmp_path: Path
+) -> None:
+    synclog.register("hlf", "HLF", "dynamics")
+    with exporter_process(["--database-url", db_url, *FAST], tmp_path) as exporter:
+        assert (
+            value(
+                exporter.metrics(),
+                "accounting_sync_org_info",
+                org_name="HLF",
+                **labels("hlf", "dynamics"),
+            )
+            == 1
+        )
+        synclog.register("hlf", AWKWARD_NAME, "dynamics")
+
+        def renamed() -> bool:
+            names = [
+                dict(k)["org_name"] for k in series(exporter.metrics(), "accounting_sync_org_info")
+            ]
+            return names == [AWKWARD_NAME]
+
+        wait_until(renamed, timeout=2 * INTERVAL + 2.0, what="the new name alone")
+
+
 # --- the database is not there yet -------------------------------------------------------------
 
 
