@@ -67,7 +67,9 @@ class Exposition:
         self.state = state
         self._runtime = runtime if runtime is not None else _runtime_registry()
         # Unchanged integrations reuse the previous refresh's lines (textformat.LineCache).
-        self._lines = textformat.LineCache(previous._lines if previous is not None else None)
+        self._lines: textformat.LineCache = textformat.LineCache(
+            previous._lines if previous is not None else None
+        )
         self._cache: dict[tuple[bool, bool], bytes] = {}
         self._lock = threading.RLock()
 
