@@ -140,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SQLAlchemyError as exc:
         print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. a SQLite directory that cannot be created: one line, not a trace
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
 

@@ -57,3 +57,5 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
     # APScheduler logs every job execution at INFO, and at WARNING each tick skipped while a
     # slow refresh runs (every interval of an outage); the refresh metrics already say both.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # Alembic announces each of its autogenerate plugins at INFO when imported: noise here.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

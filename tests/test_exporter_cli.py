@@ -91,6 +91,16 @@ def test_db_upgrade_creates_the_contract_tables_and_is_idempotent(db_url: str) -
         engine.dispose()
 
 
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["demo"]], ids=["db upgrade", "demo"])
+def test_a_sqlite_path_that_cannot_be_created_is_one_line_and_exit_1(command: list[str]) -> None:
+    # /proc refuses new directories, even to root.
+    result = run_cli(*command, "--database-url", "sqlite:////proc/no-such-dir/sync-log.db")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "error" in line]
+    assert "/proc/no-such-dir" in line
+
+
 # --- every health state and every contract metric ----------------------------------------------
 
 
