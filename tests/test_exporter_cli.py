@@ -11,7 +11,7 @@ import gzip
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -383,7 +383,9 @@ def test_a_renamed_organization_shows_only_its_new_name(
 
 
 @pytest.fixture
-def late_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, object]]:
+def late_db_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, Callable[[], None]]]:
     """A URL whose database does not exist yet, and a function that creates and migrates it."""
     if request.param == "sqlite":
         path = tmp_path / "not-yet" / "sync-log.db"  # the directory is missing: cannot open
@@ -411,7 +413,7 @@ def late_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
 
 @pytest.mark.parametrize("late_db_url", ["sqlite", "postgresql"], indirect=True)
 def test_an_unreachable_database_does_not_stop_serve_and_it_recovers_by_itself(
-    late_db_url: tuple[str, object], tmp_path: Path
+    late_db_url: tuple[str, Callable[[], None]], tmp_path: Path
 ) -> None:
     url, create = late_db_url
     with exporter_process(["--database-url", url, *FAST], tmp_path, ready=False) as exporter:
@@ -426,7 +428,7 @@ def test_an_unreachable_database_does_not_stop_serve_and_it_recovers_by_itself(
         assert http_get(exporter.url + "/readyz")[0] == 503
         assert exporter.process.poll() is None
 
-        create()  # type: ignore[operator]
+        create()
         writer = create_sync_log_engine(normalize_url(url))
         Pipeline(writer).register("hlf", "HLF", "dynamics")
         writer.dispose()
