@@ -26,7 +26,6 @@ from exporter.collector import ServedState
 # CONTENT_TYPE_LATEST says version=1.0.0, which promises a format we do not negotiate.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
-_EOF = b"# EOF\n"
 GZIP_LEVEL = 6
 
 
@@ -70,35 +69,38 @@ class Exposition:
         self._lines: textformat.LineCache = textformat.LineCache(
             previous._lines if previous is not None else None
         )
-        self._cache: dict[tuple[bool, bool], bytes] = {}
+        self._rendered: textformat.Pieces | None = None
+        self._gzipped: dict[bool, bytes] = {}
         self._lock = threading.RLock()
 
-    def _static(self, openmetrics: bool, compressed: bool) -> bytes:
-        key = (openmetrics, compressed)
-        body = self._cache.get(key)
+    def _pieces(self) -> textformat.Pieces:
+        pieces = self._rendered
+        if pieces is None:
+            with self._lock:
+                pieces = self._rendered
+                if pieces is None:
+                    pieces = textformat.render_pieces(self.state, self._lines)
+                    self._rendered = pieces
+        return pieces
+
+    def _compressed(self, openmetrics: bool) -> bytes:
+        body = self._gzipped.get(openmetrics)
         if body is not None:
             return body
         with self._lock:
-            body = self._cache.get(key)
+            body = self._gzipped.get(openmetrics)
             if body is None:
-                if compressed:
-                    body = gzip.compress(self._static(openmetrics, False), GZIP_LEVEL)
-                else:
-                    body = textformat.render_state(
-                        self.state, openmetrics=openmetrics, lines=self._lines
-                    )
-                    if openmetrics and body.endswith(_EOF):
-                        body = body[: -len(_EOF)]
-                self._cache[key] = body
+                uncompressed = self._pieces().body(openmetrics=openmetrics)
+                body = gzip.compress(uncompressed, GZIP_LEVEL)
+                self._gzipped[openmetrics] = body
         return body
 
     def prerender(self) -> None:
-        """Render the two uncompressed formats now, off the scrape path."""
-        self._static(False, False)
-        self._static(True, False)
+        """Render both formats now, off the scrape path."""
+        self._pieces()
 
     def body(self, *, openmetrics: bool, compressed: bool) -> bytes:
         runtime = _render(self._runtime, openmetrics)
         if compressed:
-            return self._static(openmetrics, True) + gzip.compress(runtime, 1)
-        return self._static(openmetrics, False) + runtime
+            return self._compressed(openmetrics) + gzip.compress(runtime, 1)
+        return self._pieces().body(openmetrics=openmetrics, extra=runtime)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import exposition as text_format
 from prometheus_client.metrics_core import Metric
@@ -149,16 +150,17 @@ class LineCache:
 
     def __init__(self, previous: LineCache | None = None) -> None:
         self._previous = previous._lines if previous is not None else {}
-        self._lines: dict[IntegrationStatus, tuple[str, ...]] = {}
+        self._lines: dict[IntegrationStatus, tuple[bytes, ...]] = {}
 
-    def lines(self, status: IntegrationStatus) -> tuple[str, ...]:
+    def lines(self, status: IntegrationStatus) -> tuple[bytes, ...]:
         found = self._lines.get(status)
         if found is None:
             found = self._previous.get(status)
             if found is None:
                 labels: dict[tuple[tuple[str, str], ...], str] = {}
                 found = tuple(
-                    "".join(_samples(family, labels)) for family in integration_families((status,))
+                    "".join(_samples(family, labels)).encode("utf-8")
+                    for family in integration_families((status,))
                 )
             self._lines[status] = found
         return found
@@ -167,19 +169,68 @@ class LineCache:
         self._previous = {}
 
 
-def render_state(state: ServedState, *, openmetrics: bool, lines: LineCache) -> bytes:
-    """What ``generate`` would return for ``SyncLogCollector(state)``, reusing ``lines``."""
+_EOF = b"# EOF\n"
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """One state's exposition in both formats, sharing what the formats share.
+
+    The per-integration sample lines are identical in the text format and OpenMetrics;
+    only the HELP/TYPE headers and the exporter's own families differ. Keeping the sample
+    blocks once, instead of two finished bodies, halves the memory of the largest thing
+    the exporter holds (12 MiB per format at 10,000 integrations); a body is assembled
+    per scrape with one join. Tails end without OpenMetrics' ``# EOF``: the caller
+    appends its per-scrape families and the terminator.
+    """
+
+    text_headers: tuple[bytes, ...]
+    openmetrics_headers: tuple[bytes, ...]
+    blocks: tuple[bytes, ...]
+    text_tail: bytes
+    openmetrics_tail: bytes
+
+    def body(self, *, openmetrics: bool, extra: bytes = b"") -> bytes:
+        headers = self.openmetrics_headers if openmetrics else self.text_headers
+        tail = self.openmetrics_tail if openmetrics else self.text_tail
+        parts = [piece for pair in zip(headers, self.blocks, strict=True) for piece in pair]
+        return b"".join([*parts, tail, extra])
+
+
+def _without_eof(body: bytes) -> bytes:
+    return body[: -len(_EOF)] if body.endswith(_EOF) else body
+
+
+def render_pieces(state: ServedState, lines: LineCache) -> Pieces:
+    """Both formats of ``SyncLogCollector(state)`` (as ``generate`` writes them), reusing
+    the lines of unchanged integrations from ``lines``."""
     try:
-        parts = [[_header(family, openmetrics)] for family in integration_families(())]
+        families = list(integration_families(()))
+        text_headers = tuple(_header(f, False).encode("utf-8") for f in families)
+        openmetrics_headers = tuple(_header(f, True).encode("utf-8") for f in families)
+        columns: list[list[bytes]] = [[] for _ in families]
         for status in state.statuses:
-            for family, text in zip(parts, lines.lines(status), strict=True):
-                family.append(text)
+            for column, text in zip(columns, lines.lines(status), strict=True):
+                column.append(text)
         lines.forget_previous()
-        head = "".join(text for family in parts for text in family).encode("utf-8")
+        blocks = tuple(b"".join(column) for column in columns)
+        del columns
+        tail = CollectorRegistry(auto_describe=False)
+        tail.register(_Replay(list(exporter_families(state))))
     except Unsupported:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(SyncLogCollector(state))
-        return generate(registry, openmetrics=openmetrics)
-    tail = CollectorRegistry(auto_describe=False)
-    tail.register(_Replay(list(exporter_families(state))))
-    return head + generate(tail, openmetrics=openmetrics)
+        whole = CollectorRegistry(auto_describe=False)
+        whole.register(SyncLogCollector(state))
+        return Pieces(
+            (),
+            (),
+            (),
+            generate(whole, openmetrics=False),
+            _without_eof(generate(whole, openmetrics=True)),
+        )
+    return Pieces(
+        text_headers,
+        openmetrics_headers,
+        blocks,
+        generate(tail, openmetrics=False),
+        _without_eof(generate(tail, openmetrics=True)),
+    )

@@ -98,7 +98,7 @@ def test_families_it_does_not_handle_go_to_prometheus_client(openmetrics):
 def test_lines_reused_from_the_previous_refresh_give_the_same_bytes(openmetrics):
     first = evaluate_snapshot(Snapshot(NOW, tuple(_facts(n) for n in range(40))), NOW)
     previous = textformat.LineCache()
-    textformat.render_state(ServedState(statuses=first), openmetrics=openmetrics, lines=previous)
+    textformat.render_pieces(ServedState(statuses=first), previous)
     # Next refresh: one integration gone, one new, one changed, the rest as they were.
     changed = replace(first[5].facts, pending_records=999, org_name='now "quoted"')
     facts = [s.facts for s in first if s.facts.org_id != "org-003"] + [_facts(77)]
@@ -108,5 +108,6 @@ def test_lines_reused_from_the_previous_refresh_give_the_same_bytes(openmetrics)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SyncLogCollector(state))
     expected = (openmetrics_format if openmetrics else text_format).generate_latest(registry)
-    lines = textformat.LineCache(previous)
-    assert textformat.render_state(state, openmetrics=openmetrics, lines=lines) == expected
+    pieces = textformat.render_pieces(state, textformat.LineCache(previous))
+    eof = b"# EOF\n" if openmetrics else b""
+    assert pieces.body(openmetrics=openmetrics, extra=eof) == expected
