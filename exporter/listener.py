@@ -143,7 +143,7 @@ class ChangeListener:
                     first = False
                     retry = _RETRY_FIRST
                     self._listen(connection)
-            except psycopg.Error as exc:
+            except Exception as exc:  # psycopg.Error above all; nothing may end this thread
                 self.connected.clear()
                 if self._stop.is_set():
                     break
