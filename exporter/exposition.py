@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import zlib
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.openmetrics import exposition as openmetrics_format
@@ -90,8 +91,10 @@ class Exposition:
         with self._lock:
             body = self._gzipped.get(openmetrics)
             if body is None:
-                uncompressed = self._pieces().body(openmetrics=openmetrics)
-                body = gzip.compress(uncompressed, GZIP_LEVEL)
+                # Streamed chunk by chunk: no second copy of the uncompressed body.
+                packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+                parts = [packer.compress(c) for c in self._pieces().chunks(openmetrics=openmetrics)]
+                body = b"".join([*parts, packer.flush()])
                 self._gzipped[openmetrics] = body
         return body
 
@@ -99,8 +102,16 @@ class Exposition:
         """Render both formats now, off the scrape path."""
         self._pieces()
 
-    def body(self, *, openmetrics: bool, compressed: bool) -> bytes:
+    def chunks(self, *, openmetrics: bool, compressed: bool) -> list[bytes]:
+        """The response body as pieces to write one after the other.
+
+        Joining them would copy the whole body (12 MiB at 10,000 integrations) on every
+        uncompressed scrape, and the allocator keeps such copies as resident memory.
+        """
         runtime = _render(self._runtime, openmetrics)
         if compressed:
-            return self._compressed(openmetrics) + gzip.compress(runtime, 1)
-        return self._pieces().body(openmetrics=openmetrics, extra=runtime)
+            return [self._compressed(openmetrics), gzip.compress(runtime, 1)]
+        return self._pieces().chunks(openmetrics=openmetrics, extra=runtime)
+
+    def body(self, *, openmetrics: bool, compressed: bool) -> bytes:
+        return b"".join(self.chunks(openmetrics=openmetrics, compressed=compressed))

@@ -127,7 +127,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _metrics(self) -> None:
         openmetrics = wants_openmetrics(self.headers.get("Accept"))
         compressed = wants_gzip(self.headers.get("Accept-Encoding"))
-        body = self.server.refresher.exposition.body(openmetrics=openmetrics, compressed=compressed)
+        # Pieces written one by one, never joined: no copy of a large body per scrape.
+        body = self.server.refresher.exposition.chunks(
+            openmetrics=openmetrics, compressed=compressed
+        )
         extra = {"Content-Encoding": "gzip"} if compressed else {}
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         self._send(200, body, content_type, extra)
@@ -145,17 +148,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, page.encode(), "text/html; charset=utf-8")
 
     def _send(
-        self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+        self,
+        code: int,
+        body: bytes | list[bytes],
+        content_type: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        parts = [body] if isinstance(body, bytes) else body
         try:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(sum(len(part) for part in parts)))
             for name, value in {**self.server.web.headers, **(headers or {})}.items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(body)
+                for part in parts:
+                    self.wfile.write(part)
         except (BrokenPipeError, ConnectionResetError):
             log.debug("client went away", extra={"client": self.client_address[0]})
 
