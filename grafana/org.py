@@ -115,7 +115,15 @@ def source_notice() -> stat.Panel:
             "Whether the exporter could read the sync log at its last refresh. When it "
             "cannot, every figure on this page is the last good reading and may be out of date.",
         )
-        .with_target(p.promql("min(accounting_sync_exporter_source_up)"))
+        # The exporter's own series first; through a tenant's label-enforcing proxy it is
+        # hidden (it has no org label), and the recording rule's per-integration copy
+        # (alerting/rules) answers instead.
+        .with_target(
+            p.promql(
+                "min(accounting_sync_exporter_source_up)"
+                ' or min(org_connector:accounting_sync_exporter_source_up:min{org="$org"})'
+            )
+        )
         .mappings(
             [
                 dm.ValueMap(
@@ -130,8 +138,8 @@ def source_notice() -> stat.Panel:
                 )
             ]
         )
-        # The mapping colours 0 and 1; no data (the exporter's own series are not visible
-        # through a tenant's label-enforcing proxy) stays neutral.
+        # The mapping colours 0 and 1; no data (neither series visible, e.g. a tenant whose
+        # Prometheus does not load the project's rules) stays neutral.
         .thresholds(p.steps((None, "text")))
         .color_mode(cm.BigValueColorMode.BACKGROUND_SOLID)
         .no_value("Unknown")

@@ -150,6 +150,22 @@ def test_two_replicas_neither_double_count_nor_flap(pg_url, tmp_path):
         total = _query(prometheus, f"sum({_recorded('pending_records')})")
         assert float(total[0]["value"][1]) == 3.0  # not 6
 
+        # A tenant's sync-log notice: with org="hlf" enforced on every selector (what
+        # prom-label-proxy does), the exporter's own source_up is hidden and the rules'
+        # per-integration copy answers, once, for both replicas.
+        tenant_notice = (
+            'min(accounting_sync_exporter_source_up{org="hlf"})'
+            ' or min(org_connector:accounting_sync_exporter_source_up:min{org="hlf"})'
+        )
+        notice = wait_until(
+            lambda: _query(prometheus, tenant_notice),
+            timeout=30,
+            what="the tenant-visible source_up",
+        )
+        assert [float(sample["value"][1]) for sample in notice] == [1.0]
+        copies = _query(prometheus, "org_connector:accounting_sync_exporter_source_up:min")
+        assert {(s["metric"]["org"], s["metric"]["connector"]) for s in copies} == set(EXPECTED)
+
         # Losing a replica: the aggregated values do not move, and never did.
         replicas[1].process.terminate()
         replicas[1].process.wait(timeout=15)
