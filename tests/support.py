@@ -145,13 +145,7 @@ def exporter_process(
         wait_until(answers, timeout=20, what=f"exporter {path}")
         yield running
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 def run_cli(
@@ -164,3 +158,74 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within 15 s."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def background_process(args: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real server process with its output in ``log_path``, stopped on exit."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+def wait_ready(url: str, process: subprocess.Popen[Any], log_path: Path) -> None:
+    """Poll ``url`` until it answers 200; fail at once with the log if the process died."""
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args[0]} exited: {log_path.read_text(errors='replace')}")
+        return http_get(url)[0] == 200
+
+    wait_until(answers, timeout=30, interval=0.2, what=url)
+
+
+@contextmanager
+def prometheus_server(
+    targets: Sequence[str],
+    work: Path,
+    *,
+    rule_files: Sequence[Path] = (),
+    alertmanagers: Sequence[str] = (),
+    job: str = "accounting-sync-exporter",
+) -> Iterator[str]:
+    """A real ``prometheus`` scraping ``targets`` (host:port) in one job every second,
+    evaluating ``rule_files`` every second; yields its URL once it is ready."""
+    import yaml
+
+    binary = require_binary("prometheus")
+    port = free_port()
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+    }
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
+    config_path = work / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = work / "prometheus.log"
+    args = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={work / 'prometheus-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with background_process(args, log_path) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url + "/-/ready", process, log_path)
+        yield url

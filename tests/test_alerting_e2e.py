@@ -10,7 +10,6 @@ the routing tree are the project's, untouched.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,7 +26,16 @@ import yaml
 from exporter.database import create_sync_log_engine, normalize_url
 from exporter.migrate import upgrade
 from exporter.repository import Pipeline, utcnow
-from tests.support import exporter_process, free_port, http_get, require_binary, wait_until
+from tests.support import (
+    background_process,
+    exporter_process,
+    free_port,
+    http_get,
+    prometheus_server,
+    require_binary,
+    wait_ready,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prometheus, pytest.mark.alertmanager]
 
@@ -101,30 +109,6 @@ def test_alertmanager_config(receiver_url: str) -> dict[str, Any]:
 test_alertmanager_config.__test__ = False  # type: ignore[attr-defined]
 
 
-@contextmanager
-def process(args: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    def answers() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[0]} exited: {log_path.read_text(errors='replace')}")
-        return http_get(url)[0] == 200
-
-    wait_until(answers, timeout=30, interval=0.2, what=url)
-
-
 def alerts_in(bodies: list[dict[str, Any]], alertname: str, status: str) -> list[dict[str, Any]]:
     return [
         alert
@@ -135,7 +119,7 @@ def alerts_in(bodies: list[dict[str, Any]], alertname: str, status: str) -> list
 
 
 def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_path):
-    prometheus = require_binary("prometheus")
+    require_binary("prometheus")
     alertmanager = require_binary("prometheus-alertmanager")
     engine = create_sync_log_engine(normalize_url(pg_url))
     upgrade(engine)
@@ -184,7 +168,7 @@ def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_
         am_config.write_text(yaml.safe_dump(test_alertmanager_config(receiver_url)))
         am_log = tmp_path / "alertmanager.log"
         am = stack.enter_context(
-            process(
+            background_process(
                 [
                     alertmanager,
                     f"--config.file={am_config}",
@@ -196,45 +180,16 @@ def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_
             )
         )
         am_url = f"http://127.0.0.1:{am_port}"
-        ready(f"{am_url}/-/ready", am, am_log)
+        wait_ready(f"{am_url}/-/ready", am, am_log)
 
-        prom_port = free_port()
-        prom_config = tmp_path / "prometheus.yml"
-        prom_config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(ALERTING / "rules" / "accounting-sync.rules.yml")],
-                    "alerting": {
-                        "alertmanagers": [
-                            {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
-                        ]
-                    },
-                    "scrape_configs": [
-                        {
-                            "job_name": "accounting-sync-exporter",
-                            "static_configs": [
-                                {"targets": [r.url.removeprefix("http://") for r in replicas]}
-                            ],
-                        }
-                    ],
-                }
+        prom_url = stack.enter_context(
+            prometheus_server(
+                [r.url.removeprefix("http://") for r in replicas],
+                tmp_path,
+                rule_files=[ALERTING / "rules" / "accounting-sync.rules.yml"],
+                alertmanagers=[f"127.0.0.1:{am_port}"],
             )
         )
-        prom_log = tmp_path / "prometheus.log"
-        prom = stack.enter_context(
-            process(
-                [
-                    prometheus,
-                    f"--config.file={prom_config}",
-                    f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                ],
-                prom_log,
-            )
-        )
-        prom_url = f"http://127.0.0.1:{prom_port}"
-        ready(f"{prom_url}/-/ready", prom, prom_log)
 
         def delivered(path: str, alertname: str, status: str = "firing") -> list[dict]:
             """The alert as carried by each notification to ``path`` that has it."""

@@ -8,10 +8,8 @@ changes none of them.
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +19,12 @@ import yaml
 from exporter.database import create_sync_log_engine, normalize_url
 from exporter.migrate import upgrade
 from exporter.repository import Pipeline, utcnow
-from tests.support import exporter_process, free_port, http_get, require_binary, wait_until
+from tests.support import (
+    exporter_process,
+    http_get,
+    prometheus_server,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prometheus]
 
@@ -61,46 +64,8 @@ def _recorded(metric: str) -> str:
     return f'max by (org, connector) (accounting_sync_{metric}{{job="{JOB}"}})'
 
 
-@contextmanager
-def _prometheus(targets: list[str], tmp_path: Path) -> Iterator[str]:
-    binary = require_binary("prometheus")
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(path) for path in RULES],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
-    }
-    config_path = tmp_path / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    log_path = tmp_path / "prometheus.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"prometheus exited: {log_path.read_text()}")
-            return http_get(url + "/-/ready")[0] == 200
-
-        wait_until(ready, timeout=30, what="prometheus ready")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _prometheus(targets: list[str], tmp_path: Path):  # type: ignore[no-untyped-def]
+    return prometheus_server(targets, tmp_path, rule_files=RULES, job=JOB)
 
 
 def _query(url: str, expr: str) -> list[dict]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from exporter.repository import Pipeline
 from grafana.interpolate import ALL, Context, TimeRange, Variable, interpolate, load, targets
 from grafana.interpolate import variables as dashboard_variables
 from tests.conftest import ADMIN_URL
-from tests.support import exporter_process, free_port, http_get, require_binary, wait_until
+from tests.support import exporter_process, http_get, prometheus_server, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prometheus]
 
@@ -133,7 +132,6 @@ def sync_log(pg_admin) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def prometheus(sync_log, tmp_path_factory) -> Iterator[Prometheus]:
-    binary = require_binary("prometheus")
     work = tmp_path_factory.mktemp("prometheus")
     args = ["--database-url", sync_log, "--refresh-interval", "1s"]
     with (
@@ -141,37 +139,10 @@ def prometheus(sync_log, tmp_path_factory) -> Iterator[Prometheus]:
         exporter_process(args, work) as second,
     ):
         targets_ = [first.url.removeprefix("http://"), second.url.removeprefix("http://")]
-        config = work / "prometheus.yml"
-        config.write_text(
-            json.dumps(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "scrape_configs": [
-                        {
-                            "job_name": "accounting-sync-exporter",
-                            "static_configs": [{"targets": targets_}],
-                        }
-                    ],
-                }
-            )
-        )
-        port = free_port()
-        log = open(work / "prometheus.log", "w")  # noqa: SIM115 - closed below
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={work / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            server = Prometheus(f"http://127.0.0.1:{port}")
+        with prometheus_server(targets_, work) as url:
+            server = Prometheus(url)
 
             def scraped_everything() -> bool:
-                assert process.poll() is None, (work / "prometheus.log").read_text()
                 result = server.instant("count(accounting_sync_health)")
                 # Both replicas, every integration, and a few samples of history.
                 up = server.instant("count_over_time(up[1m]) >= 3")
@@ -183,14 +154,6 @@ def prometheus(sync_log, tmp_path_factory) -> Iterator[Prometheus]:
 
             wait_until(scraped_everything, timeout=60, interval=0.2, what="prometheus scrapes")
             yield server
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
 
 
 def time_range() -> TimeRange:

@@ -27,6 +27,7 @@ from tests.support import (
     parse_metrics,
     require_binary,
     run_cli,
+    stop_process,
     value,
     wait_until,
 )
@@ -94,12 +95,7 @@ def tls_exporter(args: list[str], tmp_path: Path, context: ssl.SSLContext) -> It
         wait_until(ready, timeout=20, what="the TLS exporter to be ready")
         yield url, process, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def test_tls_and_basic_auth_protect_every_path_and_no_secret_is_logged(
