@@ -48,8 +48,9 @@ def _same_integration(table: type[Run] | type[Record]) -> ColumnElement[bool]:
     return and_(table.org_id == Integration.org_id, table.connector == Integration.connector)
 
 
-def _snapshot_statement():  # type: ignore[no-untyped-def]
-    finished = (
+def _last_finished_run_id():  # type: ignore[no-untyped-def]
+    """The contract's "last finished run" of the enclosing integration (index-backed)."""
+    return (
         select(Run.id)
         .where(
             _same_integration(Run),
@@ -61,6 +62,10 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
         .correlate(Integration)
         .scalar_subquery()
     )
+
+
+def _snapshot_statement():  # type: ignore[no-untyped-def]
+    finished = _last_finished_run_id()
     last_success = (
         select(Run.finished_at)
         .where(
@@ -219,20 +224,9 @@ class RunSummary:
 
 def last_run_errors(engine: Engine, org_id: str) -> list[ErrorDetail]:
     """The failed records of each of the organization's connectors' last finished run."""
-    last_runs = (
-        select(Run.id)
-        .where(
-            Run.org_id == Integration.org_id,
-            Run.connector == Integration.connector,
-            Run.status != "running",
-            Run.finished_at.is_not(None),
-        )
-        .order_by(Run.finished_at.desc(), Run.id.desc())
-        .limit(1)
-        .correlate(Integration)
-        .scalar_subquery()
+    run_ids = (
+        select(_last_finished_run_id()).select_from(Integration).where(Integration.org_id == org_id)
     )
-    run_ids = select(last_runs).select_from(Integration).where(Integration.org_id == org_id)
     statement = (
         select(RecordError)
         .where(RecordError.org_id == org_id, RecordError.run_id.in_(run_ids))
