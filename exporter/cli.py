@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog}: error: {message}")
 
 
 def _add_options(parser: argparse.ArgumentParser, keys: Sequence[str]) -> None:
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _DB_HANDLERS[args.db_command](args, settings)
     except (UsageError, ConfigError) as exc:
         print(
-            f"{PROG}: error: {exc}" if isinstance(exc, ConfigError) else f"error: {exc}",
+            f"{PROG}: error: {exc}" if isinstance(exc, ConfigError) else str(exc),
             file=sys.stderr,
         )
         return 2
