@@ -35,9 +35,16 @@ from sqlalchemy import (
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.sql.elements import ColumnElement
 
-from exporter.schema import Integration, Organization, Record, RecordError, Run
+from exporter.schema import (
+    RECORD_STATES,
+    Integration,
+    Organization,
+    Record,
+    RecordError,
+    Run,
+)
 from exporter.snapshot import Snapshot
-from exporter.validation import ProblemLog, sanitize
+from exporter.validation import ProblemLog, sanitize, unknown_record_states
 
 
 def utcnow() -> datetime:
@@ -175,14 +182,25 @@ _UNDEFINED_COLUMN = "42703"
 PROBLEMS = ProblemLog()
 
 
+# Records the contract has no state for, to report them (an index keeps this free; see schema).
+UNKNOWN_RECORD_STATES = (
+    select(Record.org_id, Record.connector, Record.state, func.count())
+    .where(Record.state.not_in(RECORD_STATES))
+    .group_by(Record.org_id, Record.connector, Record.state)
+    .order_by(Record.org_id, Record.connector, Record.state)
+)
+
+
 def read_snapshot(engine: Engine, now: datetime | None = None) -> Snapshot:
-    """Read every integration's facts in one statement (one consistent view)."""
+    """Read every integration's facts in one statement (one consistent view), and look
+    for outbox records in unknown states in a second, which only feeds the problem log."""
     with engine.connect() as connection:
         rows = _snapshot_rows(engine, connection)
+        unknown = connection.execute(UNKNOWN_RECORD_STATES).all()
     read_at = now or utcnow()
     # Rows from a sloppy writer are repaired or skipped one by one (exporter/validation.py).
     integrations, problems = sanitize(rows, read_at)
-    PROBLEMS.report(problems)
+    PROBLEMS.report([*problems, *unknown_record_states(unknown)])
     return Snapshot(read_at=read_at, integrations=integrations)
 
 

@@ -175,6 +175,16 @@ class Record(Base):
             sqlite_where=text("state = 'pending'"),
         ),
         Index("ix_sync_record_ref", "org_id", "record_type", "record_ref"),
+        # Empty while the pipeline keeps to the contract, so finding records in an unknown
+        # state (to report them) costs nothing, whatever the size of the outbox.
+        Index(
+            "ix_sync_record_unknown_state",
+            "org_id",
+            "connector",
+            "state",
+            postgresql_where=text(f"NOT ({_in('state', RECORD_STATES)})"),
+            sqlite_where=text(f"NOT ({_in('state', RECORD_STATES)})"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from exporter.schema import CONNECTORS, RUN_STATUSES
+from exporter.schema import CONNECTORS, RECORD_STATES, RUN_STATUSES
 from exporter.snapshot import IntegrationFacts
 
 # Clocks of the writer and the exporter disagree a little; beyond this a date is wrong.
@@ -189,6 +189,25 @@ def sanitize(
                 row.problem("row_unreadable", f"skipped: {type(exc).__name__}: {exc}")
         problems.extend(row.problems)
     return tuple(facts), problems
+
+
+def unknown_record_states(rows: Iterable[Sequence[Any]]) -> list[Problem]:
+    """Problems for outbox records in a state the contract does not name.
+
+    Such records are neither pending nor done as far as the exporter can tell, so they
+    would silently drop out of the pending count; ``rows`` are (org, connector, state,
+    count) as ``repository.UNKNOWN_RECORD_STATES`` groups them.
+    """
+    return [
+        Problem(
+            str(org_id),
+            str(connector),
+            "record_state_unknown",
+            f"{count} records in state {state!r}, which is not one of "
+            f"{', '.join(RECORD_STATES)}; not counted as pending",
+        )
+        for org_id, connector, state, count in rows
+    ]
 
 
 class ProblemLog:
