@@ -36,7 +36,11 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exporter.schema import (
-    RECORD_STATES,
+    FINISHED_RUN,
+    PENDING_RECORD,
+    RUNNING_RUN,
+    SUCCESSFUL_RUN,
+    UNKNOWN_RECORD_STATE,
     Integration,
     Organization,
     Record,
@@ -61,8 +65,7 @@ def _last_finished_run_id():  # type: ignore[no-untyped-def]
         select(Run.id)
         .where(
             _same_integration(Run),
-            Run.status != "running",
-            Run.finished_at.is_not(None),
+            text(FINISHED_RUN),
         )
         .order_by(Run.finished_at.desc(), Run.id.desc())
         .limit(1)
@@ -77,8 +80,7 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
         select(Run.finished_at)
         .where(
             _same_integration(Run),
-            Run.status.in_(("succeeded", "partial")),
-            Run.finished_at.is_not(None),
+            text(SUCCESSFUL_RUN),
         )
         .order_by(Run.finished_at.desc(), Run.id.desc())
         .limit(1)
@@ -87,19 +89,19 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
     )
     running_since = (
         select(func.min(Run.started_at))
-        .where(_same_integration(Run), Run.status == "running")
+        .where(_same_integration(Run), text(RUNNING_RUN))
         .correlate(Integration)
         .scalar_subquery()
     )
     pending = (
         select(func.count())
-        .where(_same_integration(Record), Record.state == "pending")
+        .where(_same_integration(Record), text(PENDING_RECORD))
         .correlate(Integration)
         .scalar_subquery()
     )
     oldest_pending = (
         select(func.min(Record.enqueued_at))
-        .where(_same_integration(Record), Record.state == "pending")
+        .where(_same_integration(Record), text(PENDING_RECORD))
         .correlate(Integration)
         .scalar_subquery()
     )
@@ -185,7 +187,7 @@ PROBLEMS = ProblemLog()
 # Records the contract has no state for, to report them (an index keeps this free; see schema).
 UNKNOWN_RECORD_STATES = (
     select(Record.org_id, Record.connector, Record.state, func.count())
-    .where(Record.state.not_in(RECORD_STATES))
+    .where(text(UNKNOWN_RECORD_STATE))
     .group_by(Record.org_id, Record.connector, Record.state)
     .order_by(Record.org_id, Record.connector, Record.state)
 )

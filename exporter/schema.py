@@ -66,6 +66,21 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+# The partial indexes' predicates, written once: the reads in repository.py use these very
+# strings, with literal values, because a planner can only use a partial index when it can
+# prove the query's WHERE implies the index's, and a bound parameter defeats that proof
+# (SQLite then scans every run once per integration).
+FINISHED_RUN = "status <> 'running' AND finished_at IS NOT NULL"
+SUCCESSFUL_RUN = "status IN ('succeeded', 'partial') AND finished_at IS NOT NULL"
+RUNNING_RUN = "status = 'running'"
+PENDING_RECORD = "state = 'pending'"
+UNKNOWN_RECORD_STATE = f"NOT ({_in('state', RECORD_STATES)})"
+
+
+def _partial(predicate: str) -> dict[str, Any]:
+    return {"postgresql_where": text(predicate), "sqlite_where": text(predicate)}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(
         naming_convention={
@@ -128,8 +143,7 @@ class Run(Base):
             "connector",
             text("finished_at DESC"),
             text("id DESC"),
-            postgresql_where=text("status <> 'running' AND finished_at IS NOT NULL"),
-            sqlite_where=text("status <> 'running' AND finished_at IS NOT NULL"),
+            **_partial(FINISHED_RUN),
         ),
         Index(
             "ix_sync_run_last_success",
@@ -137,16 +151,14 @@ class Run(Base):
             "connector",
             text("finished_at DESC"),
             text("id DESC"),
-            postgresql_where=text("status IN ('succeeded', 'partial') AND finished_at IS NOT NULL"),
-            sqlite_where=text("status IN ('succeeded', 'partial') AND finished_at IS NOT NULL"),
+            **_partial(SUCCESSFUL_RUN),
         ),
         Index(
             "ix_sync_run_running",
             "org_id",
             "connector",
             "started_at",
-            postgresql_where=text("status = 'running'"),
-            sqlite_where=text("status = 'running'"),
+            **_partial(RUNNING_RUN),
         ),
     )
 
@@ -171,8 +183,7 @@ class Record(Base):
             "org_id",
             "connector",
             "enqueued_at",
-            postgresql_where=text("state = 'pending'"),
-            sqlite_where=text("state = 'pending'"),
+            **_partial(PENDING_RECORD),
         ),
         Index("ix_sync_record_ref", "org_id", "record_type", "record_ref"),
         # Empty while the pipeline keeps to the contract, so finding records in an unknown
@@ -182,8 +193,7 @@ class Record(Base):
             "org_id",
             "connector",
             "state",
-            postgresql_where=text(f"NOT ({_in('state', RECORD_STATES)})"),
-            sqlite_where=text(f"NOT ({_in('state', RECORD_STATES)})"),
+            **_partial(UNKNOWN_RECORD_STATE),
         ),
     )
 

@@ -17,7 +17,9 @@ import pytest
 from sqlalchemy import Engine, delete, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from exporter.database import create_sync_log_engine, normalize_url
 from exporter.health import Health, evaluate_snapshot
+from exporter.migrate import upgrade
 from exporter.repository import Pipeline, last_run_errors, read_snapshot, run_history
 from exporter.schema import Integration, Organization, Record, RecordError, Run
 from exporter.snapshot import IntegrationFacts
@@ -566,3 +568,37 @@ def test_the_schema_refuses_values_outside_the_contract(
     pipeline.register("hlf", "HLF", "dynamics")
     with pytest.raises(IntegrityError), engine.begin() as connection:
         connection.execute(text(statement))
+
+
+def test_on_sqlite_every_lookup_of_the_snapshot_uses_an_index(sqlite_url: str):
+    """No table scan of runs or records: the refresh must not grow with the history.
+
+    A bound parameter in a lookup's WHERE clause keeps SQLite from proving that a partial
+    index applies; it then scans every run once per integration. This reads the plan of
+    each statement the snapshot really executes.
+    """
+    engine = create_sync_log_engine(normalize_url(sqlite_url))
+    upgrade(engine)
+    populate(Pipeline(engine), 3)
+    executed: list[tuple[str, Any]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            executed.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    read_snapshot(engine)
+    event.remove(engine, "before_cursor_execute", capture)
+    assert executed
+    with engine.connect() as connection:
+        for statement, parameters in executed:
+            plan = [
+                row[-1]
+                for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            ]
+            scans = [
+                step for step in plan if step.startswith(("SCAN sync_run", "SCAN sync_record"))
+            ]
+            # The one scan allowed walks the unknown-state index, empty in a sound sync log.
+            assert all("ix_sync_record_unknown_state" in step for step in scans), plan
+    engine.dispose()
