@@ -12,7 +12,7 @@ help:
 	@echo "make test        install what the tests need, start it, run every test"
 	@echo "make lint        ruff and mypy"
 	@echo "make dashboards  regenerate grafana/dashboards/*.json from code"
-	@echo "make bench       benchmarks (prints ratios measured side by side)"
+	@echo "make bench       benchmarks (prints ratios measured side by side), then the soak"
 	@echo "make soak        ten-minute soak test: memory, threads, descriptors"
 
 $(STAMP): pyproject.toml
@@ -52,8 +52,12 @@ dashboards: venv
 dashboards-check: venv
 	$(BIN)/python -m grafana.build --check
 
+# The benchmarks print their figures side by side; then the soak, which is too long for
+# every `make test` (ten minutes) and so runs here. `make bench SOAK=0` skips it.
+SOAK ?= 1
 bench: venv test-services
 	@. ./.test-env && $(BIN)/python -m bench
+	@if [ "$(SOAK)" != 0 ]; then $(MAKE) --no-print-directory soak; fi
 
 # Ten minutes under load; prints memory, threads and descriptors at the start and the end.
 soak: venv test-services
