@@ -22,17 +22,16 @@ import argparse
 import copy
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
 
+from exporter import repository
 from exporter.config import Settings
-from exporter.database import create_sync_log_engine, normalize_url
-from exporter.schema import Organization
+from exporter.database import engine_for
 
 PROG = "accounting-sync-exporter"
 RECEIVER_PREFIX = "org-"
@@ -154,12 +153,6 @@ def generate(
     return Generated(config, warnings)
 
 
-def read_organizations(engine: Any) -> list[tuple[str, str]]:
-    with engine.connect() as connection:
-        rows = connection.execute(select(Organization.id, Organization.name)).all()
-    return [(row[0], row[1]) for row in rows]
-
-
 def _load_yaml(flag: str, path: str) -> Any:
     try:
         return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -169,39 +162,34 @@ def _load_yaml(flag: str, path: str) -> Any:
         raise ContactsError(f"{flag}: {path!r} is not YAML: {str(exc).splitlines()[0]}") from exc
 
 
-def _arguments(add_options: Callable[[argparse.ArgumentParser, Sequence[str]], None]) -> Callable:
-    def setup(parser: argparse.ArgumentParser) -> None:
-        add_options(parser, ["database.url", "database.password_file", "log.level"])
-        parser.add_argument(
-            "--base",
-            required=True,
-            metavar="FILE",
-            help="the Alertmanager configuration to start from (the project's alertmanager.yml)",
-        )
-        parser.add_argument(
-            "--contacts",
-            required=True,
-            metavar="FILE",
-            help="YAML: organization slug -> email, chat and webhook lists",
-        )
-        parser.add_argument("--output", metavar="FILE", help="where to write (default: stdout)")
-
-    return setup
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base",
+        required=True,
+        metavar="FILE",
+        help="the Alertmanager configuration to start from (the project's alertmanager.yml)",
+    )
+    parser.add_argument(
+        "--contacts",
+        required=True,
+        metavar="FILE",
+        help="YAML: organization slug -> email, chat and webhook lists",
+    )
+    parser.add_argument("--output", metavar="FILE", help="where to write (default: stdout)")
 
 
-def _handle(args: argparse.Namespace, settings: Settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         contacts = parse_contacts(_load_yaml("--contacts", args.contacts))
         base = _load_yaml("--base", args.base)
         if not isinstance(base, Mapping):
             raise ContactsError(f"--base: {args.base!r} is not an Alertmanager configuration")
-        url = normalize_url(settings.require_database_url(), settings.database_password_file)
-        engine = create_sync_log_engine(url)
+        engine = engine_for(settings.require_database_url(), settings.database_password_file)
         try:
-            organizations = read_organizations(engine)
+            found = repository.organizations(engine)
         finally:
             engine.dispose()
-        outcome = generate(base, organizations, contacts)
+        outcome = generate(base, found, contacts)
     except ContactsError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -213,16 +201,3 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def register(
-    commands: list[tuple[str, Callable[[argparse.ArgumentParser], None]]],
-    help_texts: dict[str, str],
-    handlers: dict[str, Callable[[argparse.Namespace, Settings], int]],
-    add_options: Callable[[argparse.ArgumentParser, Sequence[str]], None],
-) -> None:
-    commands.append(("alertmanager-config", _arguments(add_options)))
-    help_texts["alertmanager-config"] = (
-        "write the Alertmanager configuration with one receiver per organization"
-    )
-    handlers["alertmanager-config"] = _handle

@@ -13,14 +13,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from exporter import __version__, config, logs
+from exporter import __version__, alert_receivers, config, logs, tenancy_commands
 from exporter.config import ConfigError, Settings
-from exporter.database import create_sync_log_engine, normalize_url, redact
+from exporter.database import engine_for, redact
 from exporter.deadline import abort_connections, client_deadline, with_deadline
 from exporter.durations import format_duration
 
@@ -89,65 +90,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="random seed of the simulation")
 
     db = commands.add_parser("db", help="manage the sync log database")
-    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    upgrade = db_commands.add_parser("upgrade", help="create or migrate the schema")
-    _add_options(upgrade, ["database.url", "database.password_file", "log.level"])
-    for name, extra in _DB_EXTENSIONS:
-        extra(db_commands.add_parser(name, help=_DB_HELP[name]))
-    for name, extra in _COMMAND_EXTENSIONS:
-        extra(commands.add_parser(name, help=_DB_HELP[name]))
+    db_commands = db.add_subparsers(
+        dest="db_command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    for command in DB_COMMANDS:
+        command.add_to(db_commands)
+    for command in TOOL_COMMANDS:
+        command.add_to(commands)
     return parser
 
 
-# Further `db` subcommands register here (name, argument setup), keeping build_parser small.
-_DB_EXTENSIONS: list[tuple[str, Callable[[argparse.ArgumentParser], None]]] = []
-_DB_HELP: dict[str, str] = {}
-_DB_HANDLERS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
-# Likewise top-level commands (help and handler share the tables above).
-_COMMAND_EXTENSIONS: list[tuple[str, Callable[[argparse.ArgumentParser], None]]] = []
+def _no_arguments(_parser: argparse.ArgumentParser) -> None:
+    pass
 
 
-def _settings(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Settings:
-    flags = {key: getattr(args, key, None) for key in config.OPTIONS_BY_KEY}
-    return config.load(flags, getattr(args, "config", None), defaults=defaults)
+DB_OPTIONS = ("database.url", "database.password_file", "log.level")
 
 
-def _engine(settings: Settings, *, statement_timeout: float | None = None) -> Engine:
-    url = normalize_url(settings.require_database_url(), settings.database_password_file)
-    return create_sync_log_engine(url, statement_timeout=statement_timeout)
+@dataclass(frozen=True)
+class Command:
+    """A subcommand that needs only the settings and flags of its own: declared once below."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Settings], int]
+    options: Sequence[str] = DB_OPTIONS
+
+    def add_to(self, subparsers: Any) -> None:
+        parser = subparsers.add_parser(self.name, help=self.help)
+        _add_options(parser, self.options)
+        self.arguments(parser)
+        parser.set_defaults(run=self.run)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "demo":
-            return _demo(args)
-        settings = _settings(args)
-        logs.setup(settings.log_level, settings.log_format)
-        if args.command != "db":
-            return _DB_HANDLERS[args.command](args, settings)
-        if args.db_command == "upgrade":
-            return _db_upgrade(settings)
-        return _DB_HANDLERS[args.db_command](args, settings)
-    except (UsageError, ConfigError) as exc:
-        print(
-            f"{PROG}: error: {exc}" if isinstance(exc, ConfigError) else str(exc),
-            file=sys.stderr,
-        )
-        return 2
-    except SQLAlchemyError as exc:
-        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. a SQLite directory that cannot be created: one line, not a trace
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-
-
-def _db_upgrade(settings: Settings) -> int:
+def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
     from exporter.migrate import current_revision, upgrade
 
     engine = _engine(settings)
@@ -163,6 +140,76 @@ def _db_upgrade(settings: Settings) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+DB_COMMANDS = (
+    Command("upgrade", "create or migrate the schema", _no_arguments, _db_upgrade),
+    Command(
+        "tenant-role",
+        "create or update a login role that reads one organization's rows",
+        tenancy_commands.tenant_role_arguments,
+        tenancy_commands.tenant_role,
+    ),
+    Command(
+        "reader-role",
+        "create or update the exporter's read-only login role",
+        tenancy_commands.role_arguments,
+        tenancy_commands.reader_role,
+    ),
+)
+TOOL_COMMANDS = (
+    Command(
+        "grafana-tenants",
+        "set up one Grafana organization per customer organization",
+        tenancy_commands.grafana_arguments,
+        tenancy_commands.grafana_tenants,
+    ),
+    Command(
+        "alertmanager-config",
+        "write the Alertmanager configuration with one receiver per organization",
+        alert_receivers.arguments,
+        alert_receivers.run,
+    ),
+)
+
+
+def _settings(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Settings:
+    flags = {key: getattr(args, key, None) for key in config.OPTIONS_BY_KEY}
+    return config.load(flags, getattr(args, "config", None), defaults=defaults)
+
+
+def _engine(settings: Settings, *, statement_timeout: float | None = None) -> Engine:
+    return engine_for(
+        settings.require_database_url(),
+        settings.database_password_file,
+        statement_timeout=statement_timeout,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "demo":
+            return _demo(args)
+        settings = _settings(args)
+        logs.setup(settings.log_level, settings.log_format)
+        return int(args.run(args, settings))
+    except (UsageError, ConfigError) as exc:
+        print(
+            f"{PROG}: error: {exc}" if isinstance(exc, ConfigError) else str(exc),
+            file=sys.stderr,
+        )
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a SQLite directory that cannot be created: one line, not a trace
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -274,16 +321,3 @@ def _change_listeners(settings: Settings, refresher: Any) -> list[Background]:
     if not settings.refresh_notify or engine.dialect.name != "postgresql":
         return []
     return [ChangeListener.for_engine(engine, refresher.request_refresh, settings.refresh_debounce)]
-
-
-# Tenancy (issue 5): `db tenant-role`, `db reader-role` and the `grafana-tenants` command.
-from exporter import tenancy_commands  # noqa: E402
-
-tenancy_commands.register(
-    _DB_EXTENSIONS, _DB_HELP, _DB_HANDLERS, _add_options, commands=_COMMAND_EXTENSIONS
-)
-
-# Alerting (issue 3): the `alertmanager-config` command.
-from exporter import alert_receivers  # noqa: E402
-
-alert_receivers.register(_COMMAND_EXTENSIONS, _DB_HELP, _DB_HANDLERS, _add_options)

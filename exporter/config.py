@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from exporter.database import DatabaseURLError, normalize_url
+from exporter.database import DatabaseURLError, normalize_url, read_secret_file
 from exporter.durations import parse_duration
 from exporter.logs import FORMATS, LEVELS
 
@@ -68,19 +68,9 @@ def _existing_file(value: Any) -> str:
 
 
 def _secret_file(value: Any) -> str:
-    """A file holding one secret: checked now, so a bad one stops start-up with its name.
-
-    The messages never quote the content, which is the secret.
-    """
+    """A file holding one secret: checked now, so a bad one stops start-up with its name."""
     path = _existing_file(value)
-    try:
-        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path!r} is not UTF-8 text") from None
-    if not secret:
-        raise ValueError(f"{path!r} is empty")
+    read_secret_file(path)
     return path
 
 

@@ -36,11 +36,35 @@ def normalize_url(raw: str, password_file: str | None = None) -> URL:
         )
     if password_file:
         try:
-            password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise DatabaseURLError(f"cannot read password file: {exc.strerror}") from exc
-        url = url.set(password=password)
+            url = url.set(password=read_secret_file(password_file))
+        except ValueError as exc:
+            raise DatabaseURLError(f"password file: {exc}") from exc
     return url
+
+
+def read_secret_file(path: str) -> str:
+    """The one secret a file holds, without its trailing newline (as Docker secrets end).
+
+    Errors name the file, never its content, which is the secret.
+    """
+    try:
+        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path!r} is not UTF-8 text") from None
+    if not secret:
+        raise ValueError(f"{path!r} is empty")
+    return secret
+
+
+def engine_for(
+    raw_url: str, password_file: str | None = None, *, statement_timeout: float | None = None
+) -> Engine:
+    """The engine every command uses: the URL as the user wrote it, the password from a file."""
+    return create_sync_log_engine(
+        normalize_url(raw_url, password_file), statement_timeout=statement_timeout
+    )
 
 
 def redact(raw: str) -> str:

@@ -290,6 +290,15 @@ def run_history(engine: Engine, org_id: str, limit: int = 50) -> list[RunSummary
         ]
 
 
+def organizations(engine: Engine) -> list[tuple[str, str]]:
+    """Every organization (slug, display name), by slug: what per-tenant setups start from."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Organization.id, Organization.name).order_by(Organization.id)
+        ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
 class Pipeline:
     """The writes a sync pipeline makes, each in its own transaction."""
 

@@ -1,63 +1,33 @@
 """Command-line wiring of tenancy: ``db tenant-role``, ``db reader-role`` and ``grafana-tenants``.
 
-Kept out of ``cli.py`` so the exporter's own command line stays small; ``cli.py`` hands
-its registration tables to ``register`` and knows nothing else about tenancy.
+Kept out of ``cli.py`` so the exporter's own command line stays small: ``cli.py`` lists
+these argument setups and handlers in its command table and knows nothing else of tenancy.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from exporter.config import Settings
-from exporter.database import create_sync_log_engine, normalize_url
+from exporter.database import engine_for, read_secret_file
 from exporter.grafana_tenants import DEFAULT_PROXY_HEADER
+from exporter.repository import organizations
 
 PROG = "accounting-sync-exporter"
-DB_KEYS = ["database.url", "database.password_file", "log.level"]
-
-AddOptions = Callable[[argparse.ArgumentParser, Sequence[str]], None]
 
 
-def register(
-    extensions: list[tuple[str, Callable[[argparse.ArgumentParser], None]]],
-    help_texts: dict[str, str],
-    handlers: dict[str, Callable[[argparse.Namespace, Settings], int]],
-    add_options: AddOptions,
-    *,
-    commands: list[tuple[str, Callable[[argparse.ArgumentParser], None]]],
-) -> None:
-    def tenant_arguments(parser: argparse.ArgumentParser) -> None:
-        add_options(parser, DB_KEYS)
-        parser.add_argument(
-            "--org", required=True, help="the organization's slug (sync_organization.id)"
-        )
-        _role_arguments(parser)
-
-    def reader_arguments(parser: argparse.ArgumentParser) -> None:
-        add_options(parser, DB_KEYS)
-        _role_arguments(parser)
-
-    extensions.append(("tenant-role", tenant_arguments))
-    help_texts["tenant-role"] = "create or update a login role that reads one organization's rows"
-    handlers["tenant-role"] = _tenant_role
-    extensions.append(("reader-role", reader_arguments))
-    help_texts["reader-role"] = "create or update the exporter's read-only login role"
-    handlers["reader-role"] = _reader_role
-
-    def grafana_arguments(parser: argparse.ArgumentParser) -> None:
-        add_options(parser, DB_KEYS)
-        _grafana_arguments(parser)
-
-    commands.append(("grafana-tenants", grafana_arguments))
-    help_texts["grafana-tenants"] = "set up one Grafana organization per customer organization"
-    handlers["grafana-tenants"] = _grafana_tenants
+def tenant_role_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--org", required=True, help="the organization's slug (sync_organization.id)"
+    )
+    role_arguments(parser)
 
 
-def _role_arguments(parser: argparse.ArgumentParser) -> None:
+def role_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--role", required=True, help="login role to create or update")
     parser.add_argument(
         "--password-file",
@@ -67,18 +37,15 @@ def _role_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_secret(flag: str, path: str | None) -> str | None:
-    """A secret from a file, without its trailing newline; bad files are usage errors."""
+    """A secret from a file (``database.read_secret_file``); bad files are usage errors."""
     from exporter.roles import RoleError
 
     if path is None:
         return None
     try:
-        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise RoleError(f"{flag}: cannot read {path!r}: {exc.strerror}") from exc
-    if not secret:
-        raise RoleError(f"{flag}: {path!r} is empty")
-    return secret
+        return read_secret_file(path)
+    except ValueError as exc:
+        raise RoleError(f"{flag}: {exc}") from exc
 
 
 class GrafanaUnavailable(Exception):
@@ -91,8 +58,7 @@ def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
     from exporter.roles import RoleError
 
     try:
-        url = normalize_url(settings.require_database_url(), settings.database_password_file)
-        engine = create_sync_log_engine(url)
+        engine = engine_for(settings.require_database_url(), settings.database_password_file)
         try:
             print(action(engine))
         finally:
@@ -106,7 +72,7 @@ def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
     return 0
 
 
-def _tenant_role(args: argparse.Namespace, settings: Settings) -> int:
+def tenant_role(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.roles import ensure_tenant_role
 
     def action(engine: Any) -> str:
@@ -118,7 +84,7 @@ def _tenant_role(args: argparse.Namespace, settings: Settings) -> int:
     return _with_engine(settings, action)
 
 
-def _reader_role(args: argparse.Namespace, settings: Settings) -> int:
+def reader_role(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.roles import ensure_reader_role
 
     def action(engine: Any) -> str:
@@ -130,7 +96,7 @@ def _reader_role(args: argparse.Namespace, settings: Settings) -> int:
     return _with_engine(settings, action)
 
 
-def _grafana_arguments(parser: argparse.ArgumentParser) -> None:
+def grafana_arguments(parser: argparse.ArgumentParser) -> None:
     grafana = parser.add_argument_group("grafana flags")
     grafana.add_argument(
         "--grafana.url",
@@ -218,7 +184,7 @@ def _grafana_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
+def grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from exporter import grafana_tenants as gt
@@ -256,8 +222,7 @@ def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
     dashboards = gt.load_dashboards(Path(args.dashboards))
     engine = None
     if settings.database_url:
-        url = normalize_url(settings.database_url, settings.database_password_file)
-        engine = create_sync_log_engine(url)
+        engine = engine_for(settings.database_url, settings.database_password_file)
     try:
         if args.tenants:
             tenants = gt.load_tenants(Path(args.tenants))
@@ -290,14 +255,9 @@ def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _tenants_from_sync_log(engine: Any) -> list[Any]:
-    from sqlalchemy import select
-
     from exporter.grafana_tenants import Tenant
-    from exporter.schema import Organization
 
-    with engine.connect() as connection:
-        rows = connection.execute(select(Organization.id, Organization.name).order_by("id"))
-        return [Tenant(slug, name) for slug, name in rows]
+    return [Tenant(slug, name) for slug, name in organizations(engine)]
 
 
 def _tenant_passwords(args: argparse.Namespace, engine: Any, tenants: list[Any]) -> dict[str, str]:
