@@ -31,6 +31,7 @@ from exporter.exposition import Exposition
 from exporter.health import evaluate_snapshot
 from exporter.repository import read_snapshot
 from exporter.snapshot import Snapshot
+from exporter.validation import ProblemLog
 
 log = logging.getLogger(__name__)
 JOB_ID = "refresh"
@@ -56,6 +57,8 @@ class Refresher:
         self._request_lock = threading.Lock()
         self._requested = False  # a refresh has been asked for and has not begun reading yet
         self._ever_succeeded = threading.Event()
+        # Remembers what was already logged, so a bad row costs one line, not one a refresh.
+        self._problems = ProblemLog()
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)}, timezone=UTC
         )
@@ -105,6 +108,7 @@ class Refresher:
                     )
                 )
                 return False
+            self._problems.report(snapshot.problems)
             statuses = evaluate_snapshot(snapshot, snapshot.read_at)
             duration = time.perf_counter() - started
             if not previous.source_up and previous.generation > 0:

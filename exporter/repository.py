@@ -48,7 +48,7 @@ from exporter.schema import (
     Run,
 )
 from exporter.snapshot import Snapshot
-from exporter.validation import ProblemLog, sanitize, unknown_record_states
+from exporter.validation import sanitize, unknown_record_states
 
 
 def utcnow() -> datetime:
@@ -180,8 +180,6 @@ SUMMARY_SNAPSHOT_STATEMENT = text(
 # they get the per-integration lookups from then on, without a failed statement per refresh.
 _WITHOUT_SUMMARY: weakref.WeakSet[Engine] = weakref.WeakSet()
 _UNDEFINED_COLUMN = "42703"
-# Remembers what was already logged, so each bad row is reported once, not every refresh.
-PROBLEMS = ProblemLog()
 
 
 # Records the contract has no state for, to report them (an index keeps this free; see schema).
@@ -195,15 +193,18 @@ UNKNOWN_RECORD_STATES = (
 
 def read_snapshot(engine: Engine, now: datetime | None = None) -> Snapshot:
     """Read every integration's facts in one statement (one consistent view), and look
-    for outbox records in unknown states in a second, which only feeds the problem log."""
+    for outbox records in unknown states in a second; both return their problems."""
     with engine.connect() as connection:
         rows = _snapshot_rows(engine, connection)
         unknown = connection.execute(UNKNOWN_RECORD_STATES).all()
     read_at = now or utcnow()
     # Rows from a sloppy writer are repaired or skipped one by one (exporter/validation.py).
     integrations, problems = sanitize(rows, read_at)
-    PROBLEMS.report([*problems, *unknown_record_states(unknown)])
-    return Snapshot(read_at=read_at, integrations=integrations)
+    return Snapshot(
+        read_at=read_at,
+        integrations=integrations,
+        problems=(*problems, *unknown_record_states(unknown)),
+    )
 
 
 def _snapshot_rows(engine: Engine, connection: Connection) -> Sequence[Any]:

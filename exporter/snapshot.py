@@ -35,9 +35,25 @@ class IntegrationFacts:
         return (self.org_id, self.connector)
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One thing wrong with one integration's rows; ``kind`` is a stable short name."""
+
+    org: str
+    connector: str
+    kind: str
+    detail: str
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        return (self.org, self.connector, self.kind)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Every integration's facts, as one consistent read at ``read_at``."""
+    """Every integration's facts, as one consistent read at ``read_at``, and what the read
+    had to repair or skip (``exporter/validation.py``), for the refresher to log."""
 
     read_at: datetime
     integrations: tuple[IntegrationFacts, ...] = field(default_factory=tuple)
+    problems: tuple[Problem, ...] = field(default_factory=tuple)

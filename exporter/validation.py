@@ -15,32 +15,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from exporter.schema import CONNECTORS, RECORD_STATES, RUN_STATUSES
-from exporter.snapshot import IntegrationFacts
+from exporter.snapshot import IntegrationFacts, Problem
 
 # Clocks of the writer and the exporter disagree a little; beyond this a date is wrong.
 FUTURE_TOLERANCE = timedelta(minutes=5)
 DEFAULT_STALE_AFTER_SECONDS = 86400
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Problem:
-    """One thing wrong with one integration's rows; ``kind`` is a stable short name."""
-
-    org: str
-    connector: str
-    kind: str
-    detail: str
-
-    @property
-    def identity(self) -> tuple[str, str, str]:
-        return (self.org, self.connector, self.kind)
 
 
 class _Row:
