@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
@@ -78,10 +81,11 @@ def http_get(
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def parse_metrics(text: str) -> Samples:
-    """Every sample of an exposition, keyed by (name, labels)."""
+def parse_metrics(text: str, *, openmetrics: bool = False) -> Samples:
+    """Every sample of an exposition (text format, or OpenMetrics), keyed by (name, labels)."""
+    parser = openmetrics_families if openmetrics else text_string_to_metric_families
     samples: Samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in parser(text):
         for sample in family.samples:
             key = (sample.name, frozenset(sample.labels.items()))
             assert key not in samples, f"duplicate series {key}"

@@ -10,9 +10,6 @@ import gzip
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as openmetrics_families,
-)
 
 from exporter.collector import ServedState
 from exporter.exposition import Exposition, wants_gzip, wants_openmetrics
@@ -88,13 +85,7 @@ def scrape(served: ServedState, *, openmetrics: bool = False) -> str:
 
 
 def parse_openmetrics(text: str) -> Samples:
-    samples: Samples = {}
-    for family in openmetrics_families(text):
-        for sample in family.samples:
-            key = (sample.name, frozenset(sample.labels.items()))
-            assert key not in samples, f"duplicate series {key}"
-            samples[key] = sample.value
-    return samples
+    return parse_metrics(text, openmetrics=True)
 
 
 def ours(samples: Samples) -> Samples:

@@ -56,6 +56,18 @@ def seed(engine: Engine, organizations: int) -> None:
         connection.execute(insert(Run), runs)
 
 
+def keep_enqueuing(
+    engine: Engine, stop: threading.Event, every: float, organizations: int, connector: str
+) -> None:
+    """Keeps the sync log changing until ``stop``, so refreshes (notified and timed) keep
+    swapping the served snapshot under the scrapers."""
+    writer = Pipeline(engine)
+    n = 0
+    while not stop.wait(every):
+        n += 1
+        writer.enqueue(f"org{n % organizations:05d}", connector, [("expense", f"load-{n}")])
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -96,16 +108,10 @@ def test_fifty_scrapers_for_thirty_seconds_against_2000_integrations(pg_url, tmp
                     bodies.append(body)
             connection.close()
 
-        def pipeline() -> None:
-            """Keeps the sync log changing, so refreshes (notified and timed) keep swapping."""
-            writer = Pipeline(engine)
-            n = 0
-            while not stop.wait(0.25):
-                n += 1
-                writer.enqueue(f"org{n % 50:05d}", "xledger", [("expense", f"load-{n}")])
-
         threads = [threading.Thread(target=scraper, args=(mine,)) for mine in latencies]
-        threads.append(threading.Thread(target=pipeline))
+        threads.append(
+            threading.Thread(target=keep_enqueuing, args=(engine, stop, 0.25, 50, "xledger"))
+        )
         for thread in threads:
             thread.start()
         time.sleep(SECONDS)  # the load's duration, not a wait for an outcome

@@ -20,9 +20,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from exporter.database import create_sync_log_engine, normalize_url
-from exporter.repository import Pipeline
 from tests.support import exporter_process, run_cli, value
-from tests.test_load import seed
+from tests.test_load import keep_enqueuing, seed
 
 pytestmark = pytest.mark.soak
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
@@ -69,13 +68,6 @@ def test_soak_memory_threads_and_descriptors_level_off(pg_url, tmp_path, capsys)
                 finally:
                     connection.close()
 
-        def pipeline() -> None:
-            writer = Pipeline(engine)
-            n = 0
-            while not stop.wait(0.2):
-                n += 1
-                writer.enqueue(f"org{n % 200:05d}", "dynamics", [("invoice", f"soak-{n}")])
-
         def lock_now_and_then() -> None:
             while not stop.wait(60):
                 with locker.connect() as session, session.begin():
@@ -83,7 +75,8 @@ def test_soak_memory_threads_and_descriptors_level_off(pg_url, tmp_path, capsys)
                     stop.wait(3)
 
         threads = [threading.Thread(target=scraper) for _ in range(5)]
-        threads += [threading.Thread(target=pipeline), threading.Thread(target=lock_now_and_then)]
+        writer = threading.Thread(target=keep_enqueuing, args=(engine, stop, 0.2, 200, "dynamics"))
+        threads += [writer, threading.Thread(target=lock_now_and_then)]
         for thread in threads:
             thread.start()
         samples: list[tuple[float, int, int, int]] = []
