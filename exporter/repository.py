@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -249,46 +249,28 @@ def last_run_errors(engine: Engine, org_id: str) -> list[ErrorDetail]:
         select(_last_finished_run_id()).select_from(Integration).where(Integration.org_id == org_id)
     )
     statement = (
-        select(RecordError)
+        select(*_columns(RecordError, ErrorDetail))
         .where(RecordError.org_id == org_id, RecordError.run_id.in_(run_ids))
         .order_by(RecordError.occurred_at.desc(), RecordError.id.desc())
     )
     with engine.connect() as connection:
-        return [
-            ErrorDetail(
-                run_id=row.run_id,
-                connector=row.connector,
-                record_type=row.record_type,
-                record_ref=row.record_ref,
-                error_code=row.error_code,
-                error_message=row.error_message,
-                occurred_at=row.occurred_at,
-            )
-            for row in connection.execute(statement).mappings()
-        ]
+        return [ErrorDetail(*row) for row in connection.execute(statement)]
 
 
 def run_history(engine: Engine, org_id: str, limit: int = 50) -> list[RunSummary]:
     statement = (
-        select(Run)
+        select(*_columns(Run, RunSummary))
         .where(Run.org_id == org_id)
         .order_by(Run.started_at.desc(), Run.id.desc())
         .limit(limit)
     )
     with engine.connect() as connection:
-        return [
-            RunSummary(
-                id=row.id,
-                connector=row.connector,
-                status=row.status,
-                started_at=row.started_at,
-                finished_at=row.finished_at,
-                records_total=row.records_total,
-                records_failed=row.records_failed,
-                error_message=row.error_message,
-            )
-            for row in connection.execute(statement).mappings()
-        ]
+        return [RunSummary(*row) for row in connection.execute(statement)]
+
+
+def _columns(model: Any, result: Any) -> list[Any]:
+    """The model's columns named like the result dataclass's fields, in their order."""
+    return [getattr(model, item.name) for item in fields(result)]
 
 
 def organizations(engine: Engine) -> list[tuple[str, str]]:
