@@ -55,17 +55,19 @@ def _runtime_registry() -> CollectorRegistry:
     return registry
 
 
+# The process's own series, the same for every refreshed state: one registry for them all.
+_RUNTIME = _runtime_registry()
+
+
 class Exposition:
     """The rendered forms of one ``ServedState``, filled in lazily and kept."""
 
     def __init__(
         self,
         state: ServedState,
-        runtime: CollectorRegistry | None = None,
         previous: Exposition | None = None,
     ) -> None:
         self.state = state
-        self._runtime = runtime if runtime is not None else _runtime_registry()
         # Unchanged integrations reuse the previous refresh's lines (textformat.LineCache).
         self._lines: textformat.LineCache = textformat.LineCache(
             previous._lines if previous is not None else None
@@ -108,7 +110,7 @@ class Exposition:
         Joining them would copy the whole body (12 MiB at 10,000 integrations) on every
         uncompressed scrape, and the allocator keeps such copies as resident memory.
         """
-        runtime = _render(self._runtime, openmetrics)
+        runtime = _render(_RUNTIME, openmetrics)
         if compressed:
             return [self._compressed(openmetrics), gzip.compress(runtime, 1)]
         return self._pieces().chunks(openmetrics=openmetrics, extra=runtime)
