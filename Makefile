@@ -61,7 +61,7 @@ bench: venv test-services
 
 # Ten minutes under load; prints memory, threads and descriptors at the start and the end.
 soak: venv test-services
-	@. ./.test-env && $(BIN)/python -m pytest -m soak -s tests/test_soak.py $(PYTEST_ARGS)
+	@. ./.test-env && $(BIN)/python -m pytest -m soak -s tests/system/test_soak.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .test-env .pytest_cache .mypy_cache .ruff_cache

@@ -26,12 +26,12 @@ import psycopg
 
 from bench import data, latency, reference
 from bench.measure import OPENMETRICS, TEXT, exporter, median_time, percentile
-from exporter.collector import ServedState
-from exporter.database import create_sync_log_engine, normalize_url
-from exporter.exposition import Exposition
+from exporter.exposition.body import Exposition
 from exporter.health import evaluate_snapshot
-from exporter.migrate import upgrade
-from exporter.repository import SNAPSHOT_STATEMENT, read_snapshot
+from exporter.model import ServedState
+from exporter.source.engine import create_sync_log_engine, normalize_url
+from exporter.source.migrate import upgrade
+from exporter.source.reader import SNAPSHOT_STATEMENT, read_snapshot
 
 HISTORY_FACTOR = 25
 RUNS_SHORT = 20  # runs per integration in the short history (hourly syncs)

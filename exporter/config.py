@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from exporter.database import DatabaseURLError, normalize_url, read_secret_file
 from exporter.durations import parse_duration
 from exporter.logs import FORMATS, LEVELS
+from exporter.source.engine import DatabaseURLError, normalize_url, read_secret_file
 
 ENV_PREFIX = "ACCOUNTING_SYNC_"
 DEFAULT_PORT = 9839

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from exporter.migrate import upgrade
-from exporter.repository import Pipeline
-from exporter.schema import Organization
+from exporter.source.migrate import upgrade
+from exporter.source.pipeline import Pipeline
+from exporter.source.schema import Organization
 
 log = logging.getLogger(__name__)
 

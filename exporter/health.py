@@ -6,26 +6,11 @@ partial run) is tested by passing ``now`` instead of waiting for the clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import IntEnum
 
-from exporter.snapshot import IntegrationFacts, Snapshot
+from exporter.model import Health, IntegrationFacts, IntegrationStatus, Snapshot
 
 SUCCESSFUL_STATUSES = frozenset({"succeeded", "partial"})
-
-
-class Health(IntEnum):
-    GREEN = 0
-    AMBER = 1
-    RED = 2
-
-
-@dataclass(frozen=True, slots=True)
-class IntegrationStatus:
-    facts: IntegrationFacts
-    health: Health
-    reason: str
 
 
 def evaluate(facts: IntegrationFacts, now: datetime) -> IntegrationStatus:

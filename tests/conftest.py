@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from exporter.database import create_sync_log_engine, normalize_url
-from exporter.migrate import upgrade
+from exporter.source.engine import create_sync_log_engine, normalize_url
+from exporter.source.migrate import upgrade
 from tests.support import IN_CI
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

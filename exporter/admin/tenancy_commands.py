@@ -1,0 +1,289 @@
+"""Command-line wiring of tenancy: ``db tenant-role``, ``db reader-role`` and ``grafana-tenants``.
+
+Kept out of ``cli.py`` so the exporter's own command line stays small: ``cli.py`` lists
+these argument setups and handlers in its command table and knows nothing else of tenancy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exporter.admin.grafana_tenants import DEFAULT_PROXY_HEADER
+from exporter.config import Settings
+from exporter.source.engine import engine_for, read_secret_file
+from exporter.source.reader import organizations
+
+PROG = "accounting-sync-exporter"
+
+
+def tenant_role_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--org", required=True, help="the organization's slug (sync_organization.id)"
+    )
+    role_arguments(parser)
+
+
+def role_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--role", required=True, help="login role to create or update")
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="file holding the role's new password (unchanged when omitted)",
+    )
+
+
+def read_secret(flag: str, path: str | None) -> str | None:
+    """A secret from a file (``database.read_secret_file``); bad files are usage errors."""
+    from exporter.admin.roles import RoleError
+
+    if path is None:
+        return None
+    try:
+        return read_secret_file(path)
+    except ValueError as exc:
+        raise RoleError(f"{flag}: {exc}") from exc
+
+
+class GrafanaUnavailable(Exception):
+    """Grafana did not answer, or failed on its side: not the user's configuration (exit 1)."""
+
+
+def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
+    import psycopg
+
+    from exporter.admin.roles import RoleError
+
+    try:
+        engine = engine_for(settings.require_database_url(), settings.database_password_file)
+        try:
+            print(action(engine))
+        finally:
+            engine.dispose()
+    except RoleError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:  # statements sent on the driver's cursor (roles.py)
+        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def tenant_role(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.admin.roles import ensure_tenant_role
+
+    def action(engine: Any) -> str:
+        password = read_secret("--password-file", args.password_file)
+        result = ensure_tenant_role(engine, args.org, args.role, password)
+        verb = "created" if result.created else "updated"
+        return f"role {result.role} {verb}: reads organization {result.org} only, writes nothing"
+
+    return _with_engine(settings, action)
+
+
+def reader_role(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.admin.roles import ensure_reader_role
+
+    def action(engine: Any) -> str:
+        password = read_secret("--password-file", args.password_file)
+        result = ensure_reader_role(engine, args.role, password)
+        verb = "created" if result.created else "updated"
+        return f"role {result.role} {verb}: reads the sync log, writes nothing"
+
+    return _with_engine(settings, action)
+
+
+def grafana_arguments(parser: argparse.ArgumentParser) -> None:
+    grafana = parser.add_argument_group("grafana flags")
+    grafana.add_argument(
+        "--grafana.url",
+        dest="grafana_url",
+        required=True,
+        metavar="URL",
+        help="Grafana's address, e.g. http://grafana:3000",
+    )
+    grafana.add_argument(
+        "--grafana.auth-file",
+        dest="grafana_auth_file",
+        required=True,
+        metavar="FILE",
+        help="file holding USER:PASSWORD of a Grafana server admin (it creates organizations)",
+    )
+    grafana.add_argument(
+        "--dashboards",
+        default="grafana/dashboards",
+        metavar="DIR",
+        help="directory of the generated dashboard JSON (default: %(default)s)",
+    )
+    grafana.add_argument(
+        "--update-secrets",
+        action="store_true",
+        help="rewrite datasource secrets even when nothing else changed",
+    )
+    grafana.add_argument(
+        "--oauth.group-prefix",
+        dest="oauth_group_prefix",
+        default="",
+        metavar="PREFIX",
+        help="IdP group of a tenant is PREFIX<slug>",
+    )
+    tenants = parser.add_argument_group("tenant flags")
+    tenants.add_argument(
+        "--tenants",
+        metavar="FILE",
+        help="YAML list of {slug, name}; default: the sync log's organizations",
+    )
+    tenants.add_argument(
+        "--prometheus.proxy-url",
+        dest="proxy_url",
+        required=True,
+        metavar="URL",
+        help="prom-label-proxy as Grafana's server reaches it",
+    )
+    tenants.add_argument(
+        "--prometheus.proxy-header",
+        dest="proxy_header",
+        default=DEFAULT_PROXY_HEADER,
+        metavar="NAME",
+        help="header prom-label-proxy reads the org from (default: %(default)s)",
+    )
+    tenants.add_argument(
+        "--sync-log.host",
+        dest="sync_log_host",
+        required=True,
+        metavar="HOST:PORT",
+        help="PostgreSQL as Grafana's server reaches it",
+    )
+    tenants.add_argument(
+        "--sync-log.database",
+        dest="sync_log_database",
+        required=True,
+        metavar="NAME",
+        help="the sync log's database name",
+    )
+    tenants.add_argument(
+        "--sync-log.sslmode",
+        dest="sync_log_sslmode",
+        default="require",
+        choices=["disable", "require", "verify-ca", "verify-full"],
+    )
+    tenants.add_argument(
+        "--db-password-dir",
+        required=True,
+        metavar="DIR",
+        help="one file per tenant role (named after the role) with its password",
+    )
+    tenants.add_argument(
+        "--ensure-db-roles",
+        action="store_true",
+        help="also create or update each tenant's role (db tenant-role), "
+        "generating missing password files",
+    )
+
+
+def grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from exporter.admin import grafana_tenants as gt
+    from exporter.admin.roles import RoleError
+
+    try:
+        outcome = _run_grafana_setup(args, settings)
+    except (gt.TenantSetupError, RoleError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except GrafanaUnavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:  # --ensure-db-roles on the driver's cursor (roles.py)
+        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for change in outcome.changes:
+        print(change)
+    if not outcome.changes:
+        print("Grafana already matches: no changes")
+    print(gt.org_mapping(outcome.tenants, outcome.org_ids, args.oauth_group_prefix))
+    return 0
+
+
+def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
+    from grafana_client.client import GrafanaException
+
+    from exporter.admin import grafana_tenants as gt
+
+    auth_text = read_secret("--grafana.auth-file", args.grafana_auth_file) or ""
+    user, sep, password = auth_text.partition(":")
+    auth: str | tuple[str, str] = (user, password) if sep else auth_text
+    dashboards = gt.load_dashboards(Path(args.dashboards))
+    engine = None
+    if settings.database_url:
+        engine = engine_for(settings.database_url, settings.database_password_file)
+    try:
+        if args.tenants:
+            tenants = gt.load_tenants(Path(args.tenants))
+        elif engine is not None:
+            tenants = _tenants_from_sync_log(engine)
+        else:
+            raise gt.TenantSetupError("--tenants or --database-url: where are the organizations?")
+        passwords = _tenant_passwords(args, engine, tenants)
+        targets = gt.Targets(
+            proxy_url=args.proxy_url,
+            proxy_header=args.proxy_header,
+            sync_log_host=args.sync_log_host,
+            sync_log_database=args.sync_log_database,
+            sync_log_sslmode=args.sync_log_sslmode,
+        )
+        setup = gt.TenantSetup(
+            args.grafana_url, auth, targets, dashboards, update_secrets=args.update_secrets
+        )
+        try:
+            outcome = setup.apply(tenants, passwords)
+        except GrafanaException as exc:
+            status = getattr(exc, "status_code", 0) or 0
+            if 400 <= status < 500:  # credentials, permissions, bad request: configuration
+                raise gt.TenantSetupError(f"--grafana.url: Grafana said: {exc}") from exc
+            raise GrafanaUnavailable(f"Grafana at {args.grafana_url}: {exc}") from exc
+        return outcome
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _tenants_from_sync_log(engine: Any) -> list[Any]:
+    from exporter.admin.grafana_tenants import Tenant
+
+    return [Tenant(slug, name) for slug, name in organizations(engine)]
+
+
+def _tenant_passwords(args: argparse.Namespace, engine: Any, tenants: list[Any]) -> dict[str, str]:
+    """Each tenant role's password from its file; with --ensure-db-roles, create what is missing."""
+    import secrets
+
+    from exporter.admin.grafana_tenants import TenantSetupError
+    from exporter.admin.roles import ensure_tenant_role, tenant_role_name
+
+    directory = Path(args.db_password_dir)
+    if args.ensure_db_roles:
+        if engine is None:
+            raise TenantSetupError("--ensure-db-roles needs --database-url")
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passwords = {}
+    for tenant in tenants:
+        role = tenant_role_name(tenant.slug)
+        path = directory / role
+        if args.ensure_db_roles and not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+        if not path.is_file():
+            raise TenantSetupError(f"--db-password-dir: no password file {path} for {tenant.slug}")
+        password = read_secret("--db-password-dir", str(path))
+        assert password is not None
+        if args.ensure_db_roles:
+            ensure_tenant_role(engine, tenant.slug, role, password)
+        passwords[tenant.slug] = password
+    return passwords

@@ -1,0 +1,130 @@
+"""Turning a database URL into an engine the exporter can trust.
+
+Users paste plain ``postgresql://`` URLs from their platform; SQLAlchemy would pick
+psycopg2 for those, which this project does not ship, so the driver is chosen here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from exporter.source.deadline import track_connections
+
+
+class DatabaseURLError(ValueError):
+    """The URL cannot name a database this exporter supports."""
+
+
+def normalize_url(raw: str, password_file: str | None = None) -> URL:
+    """Parse ``raw``, choose the psycopg 3 driver for PostgreSQL and add a file-held password."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise DatabaseURLError(f"not a database URL: {redact(raw)!r}") from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise DatabaseURLError(
+            f"unsupported database {backend!r} (use postgresql://... or sqlite:///path)"
+        )
+    if password_file:
+        try:
+            url = url.set(password=read_secret_file(password_file))
+        except ValueError as exc:
+            raise DatabaseURLError(f"password file: {exc}") from exc
+    return url
+
+
+def read_secret_file(path: str) -> str:
+    """The one secret a file holds, without its trailing newline (as Docker secrets end).
+
+    Errors name the file, never its content, which is the secret.
+    """
+    try:
+        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path!r} is not UTF-8 text") from None
+    if not secret:
+        raise ValueError(f"{path!r} is empty")
+    return secret
+
+
+def engine_for(
+    raw_url: str, password_file: str | None = None, *, statement_timeout: float | None = None
+) -> Engine:
+    """The engine every command uses: the URL as the user wrote it, the password from a file."""
+    return create_sync_log_engine(
+        normalize_url(raw_url, password_file), statement_timeout=statement_timeout
+    )
+
+
+def redact(raw: str) -> str:
+    """The URL with its password hidden, for log lines and error messages."""
+    try:
+        return make_url(raw).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def create_sync_log_engine(
+    url: URL, *, statement_timeout: float | None = None, pool_size: int = 2
+) -> Engine:
+    """An engine with bounded connections and, on PostgreSQL, a server-side statement timeout.
+
+    The timeout lives on the server so that a slow query ends there too instead of
+    holding locks after the exporter has given up on it.
+    """
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 30}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    connect_args = {"connect_timeout": 5, "application_name": "accounting-sync-exporter"}
+    if statement_timeout:
+        connect_args["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    engine = create_engine(
+        url,
+        connect_args=connect_args,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_recycle=1800,
+        **kwargs,
+    )
+    track_connections(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL lets the simulated pipeline write while the exporter reads one consistent view."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Leave transaction control to our explicit BEGIN below (pysqlite's own is lazy).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file behind a SQLite URL, so callers can create its directory first."""
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(os.path.expanduser(str(url.database)))
+    return None

@@ -1,0 +1,20 @@
+"""Alembic environment: runs against the connection that ``exporter.source.migrate`` hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from exporter.source.schema import Base
+
+connection = context.config.attributes.get("connection")
+if connection is None:  # pragma: no cover - only the project's own runner calls Alembic
+    raise RuntimeError("run migrations through `accounting-sync-exporter db upgrade`")
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,276 @@
+"""Every SQL statement the project runs against the sync log.
+
+Two faces: the reads the exporter and dashboards need (one snapshot, error details, run
+history) and the writes a sync pipeline makes (used by the demo, the tests and the
+benchmarks, and a reference for pipeline authors). Each write is one transaction.
+
+The snapshot is a single statement whose cost follows the number of integrations and
+pending records, not the length of the run history. On PostgreSQL it reads the last run
+and last success that migration 0002's trigger keeps on each integration, and groups the
+pending records and running runs through their partial indexes; elsewhere (SQLite, or a
+PostgreSQL schema without that migration) it looks both up per integration in partial
+indexes, which is as good for the small logs those hold (bench/RESULTS.md has figures).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    func,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.sql.elements import ColumnElement
+
+from exporter.model import Snapshot
+from exporter.source.cleaning import sanitize, unknown_record_states
+from exporter.source.pipeline import utcnow
+from exporter.source.schema import (
+    FINISHED_RUN,
+    PENDING_RECORD,
+    RUNNING_RUN,
+    SUCCESSFUL_RUN,
+    UNKNOWN_RECORD_STATE,
+    Integration,
+    Organization,
+    Record,
+    RecordError,
+    Run,
+)
+
+
+def _same_integration(table: type[Run] | type[Record]) -> ColumnElement[bool]:
+    return and_(table.org_id == Integration.org_id, table.connector == Integration.connector)
+
+
+def _last_finished_run_id():  # type: ignore[no-untyped-def]
+    """The contract's "last finished run" of the enclosing integration (index-backed)."""
+    return (
+        select(Run.id)
+        .where(
+            _same_integration(Run),
+            text(FINISHED_RUN),
+        )
+        .order_by(Run.finished_at.desc(), Run.id.desc())
+        .limit(1)
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+
+
+def _snapshot_statement():  # type: ignore[no-untyped-def]
+    finished = _last_finished_run_id()
+    last_success = (
+        select(Run.finished_at)
+        .where(
+            _same_integration(Run),
+            text(SUCCESSFUL_RUN),
+        )
+        .order_by(Run.finished_at.desc(), Run.id.desc())
+        .limit(1)
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    running_since = (
+        select(func.min(Run.started_at))
+        .where(_same_integration(Run), text(RUNNING_RUN))
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.count())
+        .where(_same_integration(Record), text(PENDING_RECORD))
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    oldest_pending = (
+        select(func.min(Record.enqueued_at))
+        .where(_same_integration(Record), text(PENDING_RECORD))
+        .correlate(Integration)
+        .scalar_subquery()
+    )
+    per_integration = (
+        select(
+            Integration.org_id,
+            Organization.name.label("org_name"),
+            Integration.connector,
+            Integration.active,
+            Integration.stale_after_seconds,
+            Integration.created_at,
+            finished.label("last_run_id"),
+            last_success.label("last_success_at"),
+            running_since.label("running_since"),
+            pending.label("pending_records"),
+            oldest_pending.label("oldest_pending_at"),
+        )
+        .select_from(Integration)
+        .outerjoin(Organization, Organization.id == Integration.org_id)
+        .subquery("integration_facts")
+    )
+    # Result columns go through the models' types so timestamps come back in UTC.
+    return (
+        select(
+            per_integration.c.org_id,
+            per_integration.c.org_name,
+            per_integration.c.connector,
+            per_integration.c.active,
+            per_integration.c.stale_after_seconds,
+            literal_column("integration_facts.created_at", Integration.created_at.type),
+            literal_column("integration_facts.last_success_at", Run.finished_at.type),
+            literal_column("integration_facts.running_since", Run.started_at.type),
+            per_integration.c.pending_records,
+            literal_column("integration_facts.oldest_pending_at", Record.enqueued_at.type),
+            Run.status,
+            Run.started_at,
+            Run.finished_at,
+            Run.records_total,
+            Run.records_failed,
+        )
+        .select_from(per_integration)
+        .outerjoin(Run, Run.id == per_integration.c.last_run_id)
+        .order_by(per_integration.c.org_id, per_integration.c.connector)
+    )
+
+
+SNAPSHOT_STATEMENT = _snapshot_statement()
+
+# Same columns, same order, as SNAPSHOT_STATEMENT (exporter/source/cleaning.py reads by position).
+# Untyped on purpose: psycopg returns timestamptz as aware datetimes (in the session's time
+# zone), which is all the health rules and the collector need (they compare instants and
+# take .timestamp()); UTCDateTime's per-value conversion was a third of the read at 10,000
+# integrations.
+SUMMARY_SNAPSHOT_STATEMENT = text(
+    """
+    SELECT i.org_id, o.name AS org_name, i.connector, i.active, i.stale_after_seconds,
+           i.created_at, i.last_success_at, g.running_since, p.pending_records,
+           p.oldest_pending_at, r.status, r.started_at, r.finished_at, r.records_total,
+           r.records_failed
+    FROM sync_integration AS i
+    LEFT JOIN sync_organization AS o ON o.id = i.org_id
+    LEFT JOIN sync_run AS r ON r.id = i.last_run_id
+    LEFT JOIN (SELECT org_id, connector, count(*) AS pending_records,
+                      min(enqueued_at) AS oldest_pending_at
+               FROM sync_record WHERE state = 'pending'
+               GROUP BY org_id, connector) AS p
+           ON p.org_id = i.org_id AND p.connector = i.connector
+    LEFT JOIN (SELECT org_id, connector, min(started_at) AS running_since
+               FROM sync_run WHERE status = 'running'
+               GROUP BY org_id, connector) AS g
+           ON g.org_id = i.org_id AND g.connector = i.connector
+    ORDER BY i.org_id, i.connector
+    """
+)
+# Engines whose schema lacks migration 0002's columns (a hand-made PostgreSQL schema):
+# they get the per-integration lookups from then on, without a failed statement per refresh.
+_WITHOUT_SUMMARY: weakref.WeakSet[Engine] = weakref.WeakSet()
+_UNDEFINED_COLUMN = "42703"
+
+
+# Records the contract has no state for, to report them (an index keeps this free; see schema).
+UNKNOWN_RECORD_STATES = (
+    select(Record.org_id, Record.connector, Record.state, func.count())
+    .where(text(UNKNOWN_RECORD_STATE))
+    .group_by(Record.org_id, Record.connector, Record.state)
+    .order_by(Record.org_id, Record.connector, Record.state)
+)
+
+
+def read_snapshot(engine: Engine, now: datetime | None = None) -> Snapshot:
+    """Read every integration's facts in one statement (one consistent view), and look
+    for outbox records in unknown states in a second; both return their problems."""
+    with engine.connect() as connection:
+        rows = _snapshot_rows(engine, connection)
+        unknown = connection.execute(UNKNOWN_RECORD_STATES).all()
+    read_at = now or utcnow()
+    # Rows from a sloppy writer are repaired or skipped one by one (exporter/source/cleaning.py).
+    integrations, problems = sanitize(rows, read_at)
+    return Snapshot(
+        read_at=read_at,
+        integrations=integrations,
+        problems=(*problems, *unknown_record_states(unknown)),
+    )
+
+
+def _snapshot_rows(engine: Engine, connection: Connection) -> Sequence[Any]:
+    if connection.dialect.name != "postgresql" or engine in _WITHOUT_SUMMARY:
+        return connection.execute(SNAPSHOT_STATEMENT).all()
+    try:
+        return connection.execute(SUMMARY_SNAPSHOT_STATEMENT).all()
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_COLUMN:
+            raise
+        connection.rollback()
+        _WITHOUT_SUMMARY.add(engine)
+        return connection.execute(SNAPSHOT_STATEMENT).all()
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    run_id: int
+    connector: str
+    record_type: str
+    record_ref: str
+    error_code: str | None
+    error_message: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    id: int
+    connector: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    records_total: int
+    records_failed: int
+    error_message: str | None
+
+
+def last_run_errors(engine: Engine, org_id: str) -> list[ErrorDetail]:
+    """The failed records of each of the organization's connectors' last finished run."""
+    run_ids = (
+        select(_last_finished_run_id()).select_from(Integration).where(Integration.org_id == org_id)
+    )
+    statement = (
+        select(*_columns(RecordError, ErrorDetail))
+        .where(RecordError.org_id == org_id, RecordError.run_id.in_(run_ids))
+        .order_by(RecordError.occurred_at.desc(), RecordError.id.desc())
+    )
+    with engine.connect() as connection:
+        return [ErrorDetail(*row) for row in connection.execute(statement)]
+
+
+def run_history(engine: Engine, org_id: str, limit: int = 50) -> list[RunSummary]:
+    statement = (
+        select(*_columns(Run, RunSummary))
+        .where(Run.org_id == org_id)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [RunSummary(*row) for row in connection.execute(statement)]
+
+
+def _columns(model: Any, result: Any) -> list[Any]:
+    """The model's columns named like the result dataclass's fields, in their order."""
+    return [getattr(model, item.name) for item in fields(result)]
+
+
+def organizations(engine: Engine) -> list[tuple[str, str]]:
+    """Every organization (slug, display name), by slug: what per-tenant setups start from."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Organization.id, Organization.name).order_by(Organization.id)
+        ).all()
+    return [(row[0], row[1]) for row in rows]

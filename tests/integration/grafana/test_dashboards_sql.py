@@ -1,0 +1,198 @@
+"""Every SQL query of the dashboards, with Grafana's macros expanded, on a real sync log.
+
+The error details must show exactly the chosen organization's failed records of each
+connector's last finished run: not an earlier run's, not those of a run still going, not
+another organization's, and an awkward organization id must not break (or widen) the query.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from exporter.source.engine import create_sync_log_engine, normalize_url
+from exporter.source.migrate import upgrade
+from exporter.source.pipeline import Pipeline
+from tests.support.interpolate import (
+    ALL,
+    Context,
+    TimeRange,
+    Variable,
+    expand_sql_macros,
+    interpolate,
+    load,
+    targets,
+)
+
+pytestmark = pytest.mark.postgres
+
+DASHBOARDS = load()
+NOW = datetime.now(UTC).replace(microsecond=0)
+AWKWARD = "o'brien"  # a quote in the id: interpolation must escape it as Grafana does
+
+
+def fail(
+    pipeline: Pipeline, run_id: int, org: str, connector: str, ref: str, code: str, at: datetime
+) -> tuple[str, str, str, str, str]:
+    (record,) = pipeline.enqueue(org, connector, [("expense", ref)], at=at)
+    pipeline.record_failure(run_id, record, f"{ref} rejected", error_code=code, at=at)
+    return (connector, "expense", ref, code, f"{ref} rejected")
+
+
+@pytest.fixture
+def sync_log(pg_url: str):
+    """blindeforbundet with two connectors and history; two other organizations."""
+    engine = create_sync_log_engine(normalize_url(pg_url))
+    upgrade(engine)
+    p = Pipeline(engine)
+    old = NOW - timedelta(days=3)
+    for org, name in (
+        ("blindeforbundet", "Norges Blindeforbund"),
+        ("hlf", "HLF"),
+        (AWKWARD, "O'Brien AS"),
+    ):
+        p.register(org, name, "xledger", created_at=old)
+    p.register("blindeforbundet", "Norges Blindeforbund", "dynamics", created_at=old)
+
+    def run(org: str, connector: str, status: str, finished: datetime, failed: int) -> int:
+        return p.add_finished_run(
+            org,
+            connector,
+            status,
+            started_at=finished - timedelta(minutes=1),
+            finished_at=finished,
+            records_total=10,
+            records_failed=failed,
+        )
+
+    earlier = run("blindeforbundet", "xledger", "partial", NOW - timedelta(hours=2), 1)
+    old_failure = fail(
+        p, earlier, "blindeforbundet", "xledger", "X-OLD", "E1", NOW - timedelta(hours=2)
+    )
+    last = run("blindeforbundet", "xledger", "partial", NOW - timedelta(hours=1), 2)
+    expected = {
+        fail(p, last, "blindeforbundet", "xledger", "X-1", "E1", NOW - timedelta(hours=1)),
+        fail(p, last, "blindeforbundet", "xledger", "X-2", "E2", NOW - timedelta(hours=1)),
+    }
+    running = p.start_run("blindeforbundet", "xledger", at=NOW - timedelta(minutes=5))
+    in_progress = fail(
+        p, running, "blindeforbundet", "xledger", "X-NOW", "E1", NOW - timedelta(minutes=4)
+    )
+    aborted = run("blindeforbundet", "dynamics", "failed", NOW - timedelta(minutes=30), 1)
+    expected.add(
+        fail(p, aborted, "blindeforbundet", "dynamics", "D-1", "AUTH", NOW - timedelta(minutes=30))
+    )
+    other = run("hlf", "xledger", "partial", NOW - timedelta(minutes=20), 1)
+    fail(p, other, "hlf", "xledger", "H-1", "E1", NOW - timedelta(minutes=20))
+    awkward = run(AWKWARD, "xledger", "partial", NOW - timedelta(minutes=10), 1)
+    awkward_failure = fail(
+        p, awkward, AWKWARD, "xledger", "OB-1", "E3", NOW - timedelta(minutes=10)
+    )
+    yield engine, expected, {old_failure, in_progress}, awkward_failure
+    engine.dispose()
+
+
+def sql_queries(uid: str, org: str, connector: str = ALL) -> dict[str, str]:
+    """Each SQL panel's query as the datasource receives it, by panel title."""
+    time_range = TimeRange(
+        NOW - timedelta(hours=6), NOW + timedelta(minutes=1), min_interval_seconds=60
+    )
+    context = Context(
+        {"org": Variable(org), "connector": Variable(connector, include_all=True, all_value=".*")},
+        time_range,
+    )
+    out = {}
+    for panel, target in targets(DASHBOARDS[uid]):
+        if target["datasource"]["type"] == "grafana-postgresql-datasource":
+            sql = interpolate(target["rawSql"], context, "grafana-postgresql-datasource")
+            out[panel["title"]] = expand_sql_macros(sql, time_range)
+    return out
+
+
+def rows(engine: Engine, sql: str) -> list[dict]:
+    assert not re.search(r"\$(\{|\w)|\[\[", sql), f"uninterpolated: {sql}"
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(text(sql)).mappings()]
+
+
+def failures(found: list[dict]) -> set[tuple[str, str, str, str, str]]:
+    return {
+        (r["connector"], r["record_type"], r["record_ref"], r["error_code"], r["error_message"])
+        for r in found
+    }
+
+
+def test_error_details_show_exactly_the_last_finished_runs_failed_records(sync_log):
+    engine, expected, excluded, _ = sync_log
+    sql = sql_queries("accounting-sync-errors", "blindeforbundet")
+    found = rows(engine, sql["Failed records of the last finished sync"])
+    assert failures(found) == expected
+    assert not failures(found) & excluded
+    assert len(found) == len(expected), "no record twice"
+    times = [r["time"] for r in found]
+    assert times == sorted(times, reverse=True), "newest first"
+
+
+def test_an_organization_id_with_a_quote_is_escaped_not_widened(sync_log):
+    engine, _, _, awkward_failure = sync_log
+    found = rows(
+        engine,
+        sql_queries("accounting-sync-errors", AWKWARD)["Failed records of the last finished sync"],
+    )
+    assert failures(found) == {awkward_failure}
+
+
+def test_an_organization_without_failures_in_its_last_run_shows_none(sync_log):
+    engine, *_ = sync_log
+    Pipeline(engine).add_finished_run(
+        "hlf",
+        "xledger",
+        "succeeded",
+        started_at=NOW - timedelta(minutes=2),
+        finished_at=NOW - timedelta(minutes=1),
+        records_total=3,
+    )
+    sql = sql_queries("accounting-sync-errors", "hlf")["Failed records of the last finished sync"]
+    assert rows(engine, sql) == []
+
+
+def test_errors_over_time_and_by_code_count_only_the_organization_in_range(sync_log):
+    engine, expected, excluded, _ = sync_log
+    sql = sql_queries("accounting-sync-errors", "blindeforbundet")
+    over_time = rows(engine, sql["Record errors over time"])
+    assert sum(r["errors"] for r in over_time) == len(expected | excluded)
+    assert all(float(r["time"]) % 60 == 0 for r in over_time), "buckets of $__interval"
+    assert {r["connector"] for r in over_time} == {"xledger", "dynamics"}
+    by_code = {
+        (r["error_code"], r["connector"]): r["errors"] for r in rows(engine, sql["Errors by code"])
+    }
+    assert by_code == {("E1", "xledger"): 3, ("E2", "xledger"): 1, ("AUTH", "dynamics"): 1}
+
+
+def test_the_runs_table_lists_the_organizations_runs_for_the_chosen_connector(sync_log):
+    engine, *_ = sync_log
+    every = rows(engine, sql_queries("accounting-sync-org", "blindeforbundet")["Sync runs"])
+    assert sorted((r["connector"], r["status"]) for r in every) == [
+        ("dynamics", "failed"),
+        ("xledger", "partial"),
+        ("xledger", "partial"),
+        ("xledger", "running"),
+    ]
+    xledger = rows(
+        engine, sql_queries("accounting-sync-org", "blindeforbundet", "xledger")["Sync runs"]
+    )
+    assert {r["connector"] for r in xledger} == {"xledger"} and len(xledger) == 3
+
+
+def test_every_sql_query_of_every_dashboard_runs(sync_log):
+    engine, *_ = sync_log
+    count = 0
+    for uid in DASHBOARDS:
+        for org in ("blindeforbundet", "hlf", AWKWARD, "nobody"):
+            for sql in sql_queries(uid, org).values():
+                rows(engine, sql)
+                count += 1
+    assert count == 4 * 4  # three on the errors dashboard, one on the org dashboard

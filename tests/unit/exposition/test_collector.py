@@ -1,0 +1,259 @@
+"""The exposition a scraper receives, parsed back with prometheus_client's own parsers.
+
+Fixture states go through the collector and the cached renderer (``Exposition``) exactly
+as the server serves them; every assertion is about what a Prometheus user would query.
+"""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from exporter.exposition.body import Exposition, wants_gzip, wants_openmetrics
+from exporter.health import evaluate
+from exporter.model import IntegrationFacts, ServedState, Snapshot
+from exporter.serve.refresher import Refresher
+from tests.support import Samples, parse_metrics, series, value
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+CONTRACT_PER_INTEGRATION = (
+    "accounting_sync_pending_records",
+    "accounting_sync_failed_records",
+    "accounting_sync_last_success_timestamp_seconds",
+    "accounting_sync_last_run_timestamp_seconds",
+    "accounting_sync_health",
+    "accounting_sync_integration_active",
+    "accounting_sync_stale_after_seconds",
+    "accounting_sync_oldest_pending_record_timestamp_seconds",
+)
+CONTRACT_EXPORTER = (
+    "accounting_sync_exporter_source_up",
+    "accounting_sync_exporter_last_refresh_timestamp_seconds",
+    "accounting_sync_exporter_refresh_duration_seconds",
+)
+AWKWARD_NAME = 'Norges "Blinde" forbund \\ Ærlig Øl & Å, 北京 \\n\n'
+
+
+def busy() -> IntegrationFacts:
+    """Everything set: a partial run ten minutes ago, records waiting, a run in progress."""
+    return IntegrationFacts(
+        org_id="blindeforbundet",
+        org_name="Norges Blindeforbund",
+        connector="xledger",
+        active=True,
+        stale_after_seconds=86400,
+        created_at=NOW - timedelta(days=30),
+        pending_records=7,
+        oldest_pending_at=NOW - timedelta(hours=2),
+        last_run_status="partial",
+        last_run_started_at=NOW - timedelta(minutes=11),
+        last_run_finished_at=NOW - timedelta(minutes=10),
+        last_run_records_total=12,
+        last_run_records_failed=3,
+        last_success_at=NOW - timedelta(minutes=10),
+        running_since=NOW - timedelta(seconds=30),
+    )
+
+
+def fresh(org_id: str = "hlf", connector: str = "dynamics", name: str = "HLF") -> IntegrationFacts:
+    """Registered an hour ago, never ran, nothing pending."""
+    return IntegrationFacts(
+        org_id=org_id,
+        org_name=name,
+        connector=connector,
+        active=False,
+        stale_after_seconds=3600,
+        created_at=NOW - timedelta(hours=1),
+    )
+
+
+def state(*integrations: IntegrationFacts, source_up: bool = True) -> ServedState:
+    return ServedState(
+        statuses=tuple(evaluate(f, NOW) for f in integrations),
+        source_up=source_up,
+        last_refresh_at=NOW.timestamp(),
+        refresh_duration=0.0125,
+        generation=1,
+    )
+
+
+def scrape(served: ServedState, *, openmetrics: bool = False) -> str:
+    return Exposition(served).body(openmetrics=openmetrics, compressed=False).decode()
+
+
+def parse_openmetrics(text: str) -> Samples:
+    return parse_metrics(text, openmetrics=True)
+
+
+def ours(samples: Samples) -> Samples:
+    """The series that describe the sync log (process_* and python_* change between scrapes)."""
+    return {k: v for k, v in samples.items() if k[0].startswith("accounting_sync_")}
+
+
+BLIND = {"org": "blindeforbundet", "connector": "xledger"}
+HLF = {"org": "hlf", "connector": "dynamics"}
+
+
+def test_every_contract_metric_with_its_labels_and_values() -> None:
+    samples = parse_metrics(scrape(state(busy())))
+    f = busy()
+    expected = {
+        "accounting_sync_pending_records": 7,
+        "accounting_sync_failed_records": 3,
+        "accounting_sync_last_success_timestamp_seconds": f.last_success_at.timestamp(),  # type: ignore[union-attr]
+        "accounting_sync_last_run_timestamp_seconds": f.last_run_finished_at.timestamp(),  # type: ignore[union-attr]
+        "accounting_sync_health": 1,  # amber: 3 records failed
+        "accounting_sync_integration_active": 1,
+        "accounting_sync_stale_after_seconds": 86400,
+        "accounting_sync_oldest_pending_record_timestamp_seconds": f.oldest_pending_at.timestamp(),  # type: ignore[union-attr]
+    }
+    for name, want in expected.items():
+        assert series(samples, name) == {frozenset(BLIND.items()): want}, name
+    assert series(samples, "accounting_sync_org_info") == {
+        frozenset({**BLIND, "org_name": "Norges Blindeforbund"}.items()): 1
+    }
+    assert value(samples, "accounting_sync_exporter_source_up") == 1
+    assert value(samples, "accounting_sync_exporter_last_refresh_timestamp_seconds") == (
+        NOW.timestamp()
+    )
+    assert value(samples, "accounting_sync_exporter_refresh_duration_seconds") == 0.0125
+
+
+def test_the_extra_run_metrics() -> None:
+    samples = parse_metrics(scrape(state(busy())))
+    assert value(samples, "accounting_sync_last_run_duration_seconds", **BLIND) == 60
+    assert value(samples, "accounting_sync_last_run_records", **BLIND) == 12
+    assert value(
+        samples, "accounting_sync_running_run_started_timestamp_seconds", **BLIND
+    ) == pytest.approx((NOW - timedelta(seconds=30)).timestamp())
+    states = {
+        dict(labels)["accounting_sync_last_run_status"]: v
+        for labels, v in series(samples, "accounting_sync_last_run_status").items()
+    }
+    assert states == {"succeeded": 0, "partial": 1, "failed": 0}  # never "running"
+    assert value(samples, "accounting_sync_exporter_integrations") == 1
+    assert value(samples, "accounting_sync_exporter_refresh_failures_total") == 0
+
+
+def test_series_the_contract_says_are_absent_are_absent() -> None:
+    samples = parse_metrics(scrape(state(fresh())))
+    for name in (
+        "accounting_sync_last_success_timestamp_seconds",
+        "accounting_sync_last_run_timestamp_seconds",
+        "accounting_sync_oldest_pending_record_timestamp_seconds",
+        "accounting_sync_running_run_started_timestamp_seconds",
+        "accounting_sync_last_run_duration_seconds",
+        "accounting_sync_last_run_records",
+        "accounting_sync_last_run_status",
+    ):
+        assert series(samples, name) == {}, name
+    # ...while the ones that always have a value are there, with the "no run" values.
+    assert value(samples, "accounting_sync_failed_records", **HLF) == 0
+    assert value(samples, "accounting_sync_pending_records", **HLF) == 0
+    assert value(samples, "accounting_sync_integration_active", **HLF) == 0
+    assert value(samples, "accounting_sync_stale_after_seconds", **HLF) == 3600
+    assert value(samples, "accounting_sync_health", **HLF) == 0
+
+
+def test_a_failed_run_is_last_run_but_not_last_success() -> None:
+    aborted = IntegrationFacts(
+        org_id="hlf",
+        org_name="HLF",
+        connector="dynamics",
+        active=True,
+        stale_after_seconds=86400,
+        created_at=NOW - timedelta(hours=3),
+        last_run_status="failed",
+        last_run_started_at=NOW - timedelta(minutes=2),
+        last_run_finished_at=NOW - timedelta(minutes=1),
+    )
+    samples = parse_metrics(scrape(state(aborted)))
+    assert value(samples, "accounting_sync_last_run_timestamp_seconds", **HLF) == pytest.approx(
+        (NOW - timedelta(minutes=1)).timestamp()
+    )
+    assert series(samples, "accounting_sync_last_success_timestamp_seconds") == {}
+    assert value(samples, "accounting_sync_health", **HLF) == 1
+
+
+def test_no_duplicate_series_with_many_integrations_of_one_org() -> None:
+    integrations = [busy(), fresh(), fresh(connector="xledger"), fresh("b"), fresh("c")]
+    for openmetrics in (False, True):
+        text = scrape(state(*integrations), openmetrics=openmetrics)
+        samples = parse_openmetrics(text) if openmetrics else parse_metrics(text)  # both assert
+        assert len(series(samples, "accounting_sync_health")) == 5
+        assert len(series(samples, "accounting_sync_org_info")) == 5
+    families = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(families) == len(set(families))
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_display_name_with_quotes_backslashes_and_non_ascii_round_trips(openmetrics: bool) -> None:
+    text = scrape(state(fresh(name=AWKWARD_NAME)), openmetrics=openmetrics)
+    samples = parse_openmetrics(text) if openmetrics else parse_metrics(text)
+    (labels,) = series(samples, "accounting_sync_org_info")
+    assert dict(labels) == {**HLF, "org_name": AWKWARD_NAME}
+
+
+def test_openmetrics_and_text_carry_the_same_series() -> None:
+    served = state(busy(), fresh())
+    text = parse_metrics(scrape(served))
+    openmetrics_text = scrape(served, openmetrics=True)
+    assert openmetrics_text.endswith("# EOF\n")
+    assert openmetrics_text.count("# EOF") == 1
+    om = parse_openmetrics(openmetrics_text)
+    # The text parser names the state set's samples like gauges; OpenMetrics the same.
+    assert ours(om) == ours(text)
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_gzip_body_decompresses_to_the_same_content(openmetrics: bool) -> None:
+    exposition = Exposition(state(busy(), fresh(name=AWKWARD_NAME)))
+    plain = exposition.body(openmetrics=openmetrics, compressed=False)
+    packed = exposition.body(openmetrics=openmetrics, compressed=True)
+    assert packed[:2] == b"\x1f\x8b"
+    unpacked = gzip.decompress(packed).decode()
+    parse = parse_openmetrics if openmetrics else parse_metrics
+    assert ours(parse(unpacked)) == ours(parse(plain.decode()))
+    # The runtime series are there too (rendered per scrape, so their values may differ).
+    assert "process_" in unpacked or "python_" in unpacked
+
+
+def test_source_down_keeps_the_last_good_series() -> None:
+    samples = parse_metrics(scrape(state(busy(), source_up=False)))
+    assert value(samples, "accounting_sync_exporter_source_up") == 0
+    assert value(samples, "accounting_sync_pending_records", **BLIND) == 7
+
+
+def test_before_the_first_read_only_the_exporters_own_series() -> None:
+    samples = parse_metrics(scrape(ServedState()))
+    assert value(samples, "accounting_sync_exporter_source_up") == 0
+    assert value(samples, "accounting_sync_exporter_integrations") == 0
+    assert not [k for k in ours(samples) if not k[0].startswith("accounting_sync_exporter_")]
+
+
+def test_a_removed_integration_leaves_no_series_after_the_next_refresh() -> None:
+    snapshots = iter(
+        [
+            Snapshot(read_at=NOW, integrations=(busy(), fresh())),
+            Snapshot(read_at=NOW + timedelta(seconds=15), integrations=(fresh(),)),
+        ]
+    )
+    refresher = Refresher(None, 15.0, reader=lambda _engine: next(snapshots))  # type: ignore[arg-type]
+    assert refresher.refresh()
+    before = parse_metrics(refresher.exposition.body(openmetrics=False, compressed=False).decode())
+    assert value(before, "accounting_sync_health", **BLIND) == 1
+    assert refresher.refresh()
+    after = parse_metrics(refresher.exposition.body(openmetrics=False, compressed=False).decode())
+    assert not [labels for (_, labels) in ours(after) if ("org", "blindeforbundet") in labels]
+    assert value(after, "accounting_sync_health", **HLF) == 0
+    assert value(after, "accounting_sync_exporter_integrations") == 1
+
+
+def test_content_negotiation() -> None:
+    assert wants_openmetrics("application/openmetrics-text; version=1.0.0,text/plain;q=0.5")
+    assert not wants_openmetrics("text/plain;version=0.0.4")
+    assert not wants_openmetrics(None)
+    assert wants_gzip("gzip, deflate")
+    assert not wants_gzip("identity")
