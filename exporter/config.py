@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from exporter.durations import parse_duration
+from exporter.errors import UsageError
 from exporter.logs import FORMATS, LEVELS
 from exporter.source.engine import DatabaseURLError, normalize_url, read_secret_file
 
@@ -25,8 +26,8 @@ DEFAULT_PORT = 9839
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 
 
-class ConfigError(Exception):
-    """A bad option: ``str()`` is the one line shown to the user."""
+class ConfigError(UsageError):
+    """A bad option: ``str()`` is the one line shown to the user, naming where it came from."""
 
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"{source}: {message}")

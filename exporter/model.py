@@ -32,6 +32,18 @@ class IntegrationFacts:
     last_run_records_failed: int = 0
     last_success_at: datetime | None = None
     running_since: datetime | None = None
+    # Reconciliation and error classes (DESIGN.md): records given up on, the expected
+    # schedule, and what the last finished run's failures were, by error class.
+    rejected_records: int = 0
+    expected_interval_seconds: int | None = None
+    last_run_id: int | None = None
+    last_run_error_code: str | None = None
+    last_run_error_message: str | None = None
+    last_run_error_class: str | None = None  # the class of a run that failed as a whole
+    last_run_failures_by_class: tuple[tuple[str, int], ...] = ()  # (error_class, records)
+    # Monotonic totals since the integration was created (counters on /metrics).
+    runs_finished_total: tuple[tuple[str, int], ...] = ()  # (status, runs), finished statuses
+    records_failed_total: int = 0
 
     @property
     def key(self) -> tuple[str, str]:

@@ -30,10 +30,10 @@ from typing import Any
 import yaml
 
 from exporter.config import Settings
+from exporter.errors import UsageError
 from exporter.source import reader as repository
 from exporter.source.engine import engine_for
 
-PROG = "accounting-sync-exporter"
 RECEIVER_PREFIX = "org-"
 CONTACT_KINDS = ("email", "chat", "webhook")
 _ORG_MATCHER = re.compile(r'^\s*org\s*=\s*"?([^"]*)"?\s*$')
@@ -53,7 +53,7 @@ CHAT = {
 }
 
 
-class ContactsError(ValueError):
+class ContactsError(UsageError):
     """A bad contacts file or base configuration: one line naming the key."""
 
 
@@ -179,20 +179,16 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    contacts = parse_contacts(_load_yaml("--contacts", args.contacts))
+    base = _load_yaml("--base", args.base)
+    if not isinstance(base, Mapping):
+        raise ContactsError(f"--base: {args.base!r} is not an Alertmanager configuration")
+    engine = engine_for(settings.require_database_url(), settings.database_password_file)
     try:
-        contacts = parse_contacts(_load_yaml("--contacts", args.contacts))
-        base = _load_yaml("--base", args.base)
-        if not isinstance(base, Mapping):
-            raise ContactsError(f"--base: {args.base!r} is not an Alertmanager configuration")
-        engine = engine_for(settings.require_database_url(), settings.database_password_file)
-        try:
-            found = repository.organizations(engine)
-        finally:
-            engine.dispose()
-        outcome = generate(base, found, contacts)
-    except ContactsError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        found = repository.organizations(engine)
+    finally:
+        engine.dispose()
+    outcome = generate(base, found, contacts)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     text = yaml.safe_dump(outcome.config, sort_keys=False, allow_unicode=True)

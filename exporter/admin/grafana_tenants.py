@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from exporter.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 PROMETHEUS_UID = "prometheus"
@@ -46,7 +48,7 @@ DEFAULT_PROXY_HEADER = "X-Accounting-Sync-Org"
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-class TenantSetupError(Exception):
+class TenantSetupError(UsageError):
     """Bad input for the setup; ``str()`` is the one line shown to the user."""
 
 

@@ -20,6 +20,8 @@ from typing import Any
 from psycopg import sql
 from sqlalchemy import Connection, Engine
 
+from exporter.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 TENANT_GROUP = "accounting_sync_tenant"
@@ -32,7 +34,7 @@ TENANT_STATEMENT_TIMEOUT = "30s"
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
-class RoleError(Exception):
+class RoleError(UsageError):
     """A request that cannot be honoured safely; ``str()`` is the one line for the user."""
 
 

@@ -14,10 +14,9 @@ from typing import Any
 
 from exporter.admin.grafana_tenants import DEFAULT_PROXY_HEADER
 from exporter.config import Settings
+from exporter.errors import OutsideFailure
 from exporter.source.engine import engine_for, read_secret_file
 from exporter.source.reader import organizations
-
-PROG = "accounting-sync-exporter"
 
 
 def tenant_role_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,27 +47,16 @@ def read_secret(flag: str, path: str | None) -> str | None:
         raise RoleError(f"{flag}: {exc}") from exc
 
 
-class GrafanaUnavailable(Exception):
+class GrafanaUnavailable(OutsideFailure):
     """Grafana did not answer, or failed on its side: not the user's configuration (exit 1)."""
 
 
 def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
-    import psycopg
-
-    from exporter.admin.roles import RoleError
-
+    engine = engine_for(settings.require_database_url(), settings.database_password_file)
     try:
-        engine = engine_for(settings.require_database_url(), settings.database_password_file)
-        try:
-            print(action(engine))
-        finally:
-            engine.dispose()
-    except RoleError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except psycopg.Error as exc:  # statements sent on the driver's cursor (roles.py)
-        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
+        print(action(engine))
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -185,22 +173,9 @@ def grafana_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
-    import psycopg
-
     from exporter.admin import grafana_tenants as gt
-    from exporter.admin.roles import RoleError
 
-    try:
-        outcome = _run_grafana_setup(args, settings)
-    except (gt.TenantSetupError, RoleError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except GrafanaUnavailable as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except psycopg.Error as exc:  # --ensure-db-roles on the driver's cursor (roles.py)
-        print(f"{PROG}: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
+    outcome = _run_grafana_setup(args, settings)
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for change in outcome.changes:

@@ -1,5 +1,5 @@
 """The command line: the only package that knows every other one (nothing imports it)."""
 
-from exporter.cli.main import build_parser, main
+from exporter.cli.commands import build_parser, main
 
 __all__ = ["build_parser", "main"]

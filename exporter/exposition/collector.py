@@ -8,6 +8,7 @@ touches the database (``describe()`` returns nothing, so registering is free).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -46,53 +47,36 @@ class SyncLogCollector(Collector):
         yield from exporter_families(self.state)
 
 
+_KINDS: dict[str, Any] = {
+    "gauge": GaugeMetricFamily,
+    "counter": CounterMetricFamily,
+    "stateset": StateSetMetricFamily,
+}
+
+
+def family(spec: m.Spec, value: float | None = None) -> Any:
+    """An empty family for a row of the metric table (or a labelless one with its value)."""
+    if spec.kind == "info":
+        raise ValueError("info families carry their labels as the value: use info_family")
+    if not spec.labels:
+        return _KINDS[spec.kind](spec.name, spec.help, value=value)
+    return _KINDS[spec.kind](spec.name, spec.help, labels=list(spec.labels))
+
+
 def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Metric]:
-    labels = list(m.INTEGRATION_LABELS)
-    pending = GaugeMetricFamily(m.PENDING_RECORDS, "Records in state pending.", labels=labels)
-    failed = GaugeMetricFamily(
-        m.FAILED_RECORDS, "records_failed of the last finished sync run.", labels=labels
-    )
-    last_success = GaugeMetricFamily(
-        m.LAST_SUCCESS_TIMESTAMP,
-        "finished_at of the last successful (succeeded or partial) sync run; absent if none.",
-        labels=labels,
-    )
-    last_run = GaugeMetricFamily(
-        m.LAST_RUN_TIMESTAMP, "finished_at of the last finished sync run.", labels=labels
-    )
-    health = GaugeMetricFamily(m.HEALTH, "0 green, 1 amber, 2 red.", labels=labels)
-    active = GaugeMetricFamily(
-        m.INTEGRATION_ACTIVE, "1 if a sync is expected, else 0.", labels=labels
-    )
-    stale_after = GaugeMetricFamily(
-        m.STALE_AFTER_SECONDS,
-        "Seconds without a successful sync after which the integration is red.",
-        labels=labels,
-    )
-    oldest_pending = GaugeMetricFamily(
-        m.OLDEST_PENDING_TIMESTAMP,
-        "enqueued_at of the oldest pending record; absent if none.",
-        labels=labels,
-    )
-    info = GaugeMetricFamily(
-        m.ORG_INFO,
-        "Always 1; carries the organization's display name.",
-        labels=["org", "org_name", "connector"],
-    )
-    duration = GaugeMetricFamily(
-        m.LAST_RUN_DURATION, "Duration of the last finished sync run.", labels=labels
-    )
-    records = GaugeMetricFamily(
-        m.LAST_RUN_RECORDS, "records_total of the last finished sync run.", labels=labels
-    )
-    status = StateSetMetricFamily(
-        m.LAST_RUN_STATUS, "Status of the last finished sync run.", labels=labels
-    )
-    running = GaugeMetricFamily(
-        m.RUNNING_SINCE_TIMESTAMP,
-        "started_at of the oldest sync run still running; absent if none.",
-        labels=labels,
-    )
+    pending = family(m.PENDING_RECORDS)
+    failed = family(m.FAILED_RECORDS)
+    last_success = family(m.LAST_SUCCESS_TIMESTAMP)
+    last_run = family(m.LAST_RUN_TIMESTAMP)
+    health = family(m.HEALTH)
+    active = family(m.INTEGRATION_ACTIVE)
+    stale_after = family(m.STALE_AFTER_SECONDS)
+    oldest_pending = family(m.OLDEST_PENDING_TIMESTAMP)
+    info = family(m.ORG_INFO)
+    duration = family(m.LAST_RUN_DURATION)
+    records = family(m.LAST_RUN_RECORDS)
+    status = family(m.LAST_RUN_STATUS)
+    running = family(m.RUNNING_SINCE_TIMESTAMP)
     for item in statuses:
         f = item.facts
         key = [f.org_id, f.connector]
@@ -133,33 +117,15 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
 
 
 def exporter_families(state: ServedState) -> Iterator[Metric]:
-    yield GaugeMetricFamily(
-        m.SOURCE_UP,
-        "1 if the last read of the sync log succeeded, else 0.",
-        value=1 if state.source_up else 0,
-    )
+    yield family(m.SOURCE_UP, 1 if state.source_up else 0)
     if state.last_refresh_at is not None:
-        yield GaugeMetricFamily(
-            m.LAST_REFRESH_TIMESTAMP,
-            "When the snapshot being served was read from the sync log.",
-            value=state.last_refresh_at,
-        )
+        yield family(m.LAST_REFRESH_TIMESTAMP, state.last_refresh_at)
     if state.refresh_duration is not None:
-        yield GaugeMetricFamily(
-            m.REFRESH_DURATION, "How long the last refresh took.", value=state.refresh_duration
-        )
-    yield CounterMetricFamily(
-        m.REFRESH_FAILURES,
-        "Refreshes that could not read the sync log.",
-        value=state.refresh_failures,
-    )
-    refreshes = CounterMetricFamily(
-        m.REFRESHES, "Refreshes started, by what asked for them.", labels=["trigger"]
-    )
+        yield family(m.REFRESH_DURATION, state.refresh_duration)
+    yield family(m.REFRESH_FAILURES, state.refresh_failures)
+    refreshes = family(m.REFRESHES)
     for trigger, count in state.refreshes:
         refreshes.add_metric([trigger], count)
     yield refreshes
-    yield GaugeMetricFamily(
-        m.INTEGRATIONS, "Integrations in the snapshot being served.", value=len(state.statuses)
-    )
-    yield InfoMetricFamily(m.BUILD_INFO, "The exporter's version.", value={"version": __version__})
+    yield family(m.INTEGRATIONS, len(state.statuses))
+    yield InfoMetricFamily(m.BUILD_INFO.name, m.BUILD_INFO.help, value={"version": __version__})

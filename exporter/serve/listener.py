@@ -26,6 +26,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
+from exporter.errors import one_line
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "accounting_sync_changed"
@@ -152,7 +154,7 @@ class ChangeListener:
                     break
                 log.warning(
                     "change listener lost its connection; retrying",
-                    extra={"error": _one_line(exc), "retry_seconds": retry},
+                    extra={"error": one_line(exc), "retry_seconds": retry},
                 )
                 self._stop.wait(retry)
                 retry = min(retry * 2, _RETRY_MAX)
@@ -183,8 +185,3 @@ class ChangeListener:
             self._on_change()
         except Exception:  # a refresher problem must not kill the listener
             log.exception("refresh request failed")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -26,6 +26,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
+from exporter.errors import one_line
 from exporter.exposition.body import Exposition
 from exporter.health import evaluate_snapshot
 from exporter.model import ServedState, Snapshot
@@ -91,10 +92,10 @@ class Refresher:
                 if previous.source_up or previous.generation == 0:
                     log.error(
                         "cannot read the sync log; serving the last good snapshot",
-                        extra={"error": _one_line(exc), "duration_seconds": round(duration, 3)},
+                        extra={"error": one_line(exc), "duration_seconds": round(duration, 3)},
                     )
                 else:
-                    log.debug("sync log still unreadable", extra={"error": _one_line(exc)})
+                    log.debug("sync log still unreadable", extra={"error": one_line(exc)})
                 self._publish(
                     ServedState(
                         statuses=previous.statuses,
@@ -170,8 +171,3 @@ def _count(counts: tuple[tuple[str, int], ...], trigger: str) -> tuple[tuple[str
     totals = dict(counts)
     totals[trigger] = totals.get(trigger, 0) + 1
     return tuple(sorted(totals.items()))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

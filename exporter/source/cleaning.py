@@ -76,24 +76,42 @@ def _not_future(row: _Row, value: datetime | None, what: str, limit: datetime) -
     return value
 
 
+# The snapshot statements' result columns, by name and in order: both statements in
+# source/reader.py select exactly these (a unit test compares them), and rows are read by
+# these names, so adding a fact means adding it here and to both statements.
+SNAPSHOT_COLUMNS = (
+    "org_id",
+    "org_name",
+    "connector",
+    "active",
+    "stale_after_seconds",
+    "created_at",
+    "last_success_at",
+    "running_since",
+    "pending_records",
+    "oldest_pending_at",
+    "status",
+    "started_at",
+    "finished_at",
+    "records_total",
+    "records_failed",
+)
+_ORG_ID = SNAPSHOT_COLUMNS.index("org_id")
+_CONNECTOR = SNAPSHOT_COLUMNS.index("connector")
+
+
 def _facts(raw: Sequence[Any], read_at: datetime, row: _Row) -> IntegrationFacts:
-    (
-        org_id,
-        org_name,
-        connector,
-        active,
-        stale_after,
-        created_at,
-        last_success_at,
-        running_since,
-        pending,
-        oldest_pending_at,
-        status,
-        started_at,
-        finished_at,
-        records_total,
-        records_failed,
-    ) = raw
+    values = dict(zip(SNAPSHOT_COLUMNS, raw, strict=True))
+    org_id, org_name, connector = values["org_id"], values["org_name"], values["connector"]
+    active, stale_after, created_at = (
+        values["active"],
+        values["stale_after_seconds"],
+        values["created_at"],
+    )
+    last_success_at, running_since = values["last_success_at"], values["running_since"]
+    pending, oldest_pending_at = values["pending_records"], values["oldest_pending_at"]
+    status, started_at, finished_at = values["status"], values["started_at"], values["finished_at"]
+    records_total, records_failed = values["records_total"], values["records_failed"]
     limit = read_at + FUTURE_TOLERANCE
     if not org_name:
         row.problem("org_name_missing", "the organization has no name (or no row); using its id")
@@ -145,7 +163,7 @@ def _facts(raw: Sequence[Any], read_at: datetime, row: _Row) -> IntegrationFacts
 def sanitize(
     rows: Iterable[Sequence[Any]], read_at: datetime
 ) -> tuple[tuple[IntegrationFacts, ...], list[Problem]]:
-    """Facts for every usable row (in the snapshot statement's column order) and the problems.
+    """Facts for every usable row (columns as ``SNAPSHOT_COLUMNS``) and the problems.
 
     A row without an organization id or with an unknown connector is skipped: its labels
     would be empty or outside the connector set that rules and dashboards are built on.
@@ -155,7 +173,7 @@ def sanitize(
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for raw in rows:
-        org_id, connector = raw[0], raw[2]
+        org_id, connector = raw[_ORG_ID], raw[_CONNECTOR]
         row = _Row(str(org_id), str(connector))
         if not org_id or not isinstance(org_id, str):
             row.problem("org_id_missing", "an integration has no organization id; skipped")

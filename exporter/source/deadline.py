@@ -21,46 +21,49 @@ from sqlalchemy import Engine, event
 
 T = TypeVar("T")
 
-_CONNECTIONS: weakref.WeakKeyDictionary[Engine, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
 
+class ConnectionTracker:
+    """Every DBAPI connection one engine opens, so a stuck read can be cut off.
 
-def track_connections(engine: Engine) -> None:
-    """Remember every DBAPI connection the engine opens, so ``abort_connections`` finds them."""
-    connections: weakref.WeakSet[Any] = weakref.WeakSet()
-    with _LOCK:
-        _CONNECTIONS[engine] = connections
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        with _LOCK:
-            connections.add(dbapi_connection)
-
-
-def abort_connections(engine: Engine) -> int:
-    """Shut down the socket of each open connection; returns how many were shut down.
-
-    ``shutdown`` applies to the socket itself, not to one descriptor of it, so shutting down
-    a duplicate wakes a thread blocked on the original without closing that descriptor
-    under it. (Closing the connection object from another thread would not be safe.)
+    An object rather than a module-level registry: each reader owns its own, so two
+    exporters in one process (tests, benchmarks) never abort each other's connections.
     """
-    with _LOCK:
-        connections = list(_CONNECTIONS.get(engine, ()))
-    aborted = 0
-    for connection in connections:
-        try:
-            if getattr(connection, "closed", True):
+
+    def __init__(self, engine: Engine) -> None:
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        if engine.dialect.name != "sqlite":  # a local file has no socket to cut off
+            event.listen(engine, "connect", self._on_connect)
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        with self._lock:
+            self._connections.add(dbapi_connection)
+
+    def abort(self) -> int:
+        """Shut down the socket of each open connection; returns how many were shut down.
+
+        ``shutdown`` applies to the socket itself, not to one descriptor of it, so shutting
+        down a duplicate wakes a thread blocked on the original without closing that
+        descriptor under it. (Closing the connection object from another thread would not
+        be safe.)
+        """
+        with self._lock:
+            connections = list(self._connections)
+        aborted = 0
+        for connection in connections:
+            try:
+                if getattr(connection, "closed", True):
+                    continue
+                duplicate = os.dup(connection.fileno())
+            except Exception:  # closed meanwhile, or a driver without a socket: nothing to do
                 continue
-            duplicate = os.dup(connection.fileno())
-        except Exception:  # closed meanwhile, or a driver without a socket: nothing to do
-            continue
-        try:
-            with socket.socket(fileno=duplicate) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-            aborted += 1
-        except OSError:
-            continue
-    return aborted
+            try:
+                with socket.socket(fileno=duplicate) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+                aborted += 1
+            except OSError:
+                continue
+        return aborted
 
 
 def client_deadline(statement_timeout: float) -> float:
@@ -72,16 +75,12 @@ def client_deadline(statement_timeout: float) -> float:
     return statement_timeout + max(1.0, statement_timeout)
 
 
-def with_deadline(reader: Callable[[Engine], T], seconds: float) -> Callable[[Engine], T]:
-    """``reader``, but its engine's connections are aborted if it runs longer than ``seconds``."""
-
-    def read(engine: Engine) -> T:
-        timer = threading.Timer(seconds, abort_connections, args=(engine,))
-        timer.daemon = True
-        timer.start()
-        try:
-            return reader(engine)
-        finally:
-            timer.cancel()
-
-    return read
+def with_deadline(call: Callable[[], T], seconds: float, tracker: ConnectionTracker) -> T:
+    """``call()``, but the tracked connections are aborted if it runs longer than ``seconds``."""
+    timer = threading.Timer(seconds, tracker.abort)
+    timer.daemon = True
+    timer.start()
+    try:
+        return call()
+    finally:
+        timer.cancel()

@@ -14,8 +14,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from exporter.source.deadline import track_connections
-
 
 class DatabaseURLError(ValueError):
     """The URL cannot name a database this exporter supports."""
@@ -100,7 +98,6 @@ def create_sync_log_engine(
         pool_recycle=1800,
         **kwargs,
     )
-    track_connections(engine)
     return engine
 
 

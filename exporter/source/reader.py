@@ -1,8 +1,5 @@
-"""Every SQL statement the project runs against the sync log.
-
-Two faces: the reads the exporter and dashboards need (one snapshot, error details, run
-history) and the writes a sync pipeline makes (used by the demo, the tests and the
-benchmarks, and a reference for pipeline authors). Each write is one transaction.
+"""The reads the exporter makes of the sync log: one snapshot per refresh, and the
+organization lists and error details that the admin commands and pages need.
 
 The snapshot is a single statement whose cost follows the number of integrations and
 pending records, not the length of the run history. On PostgreSQL it reads the last run
@@ -14,7 +11,6 @@ indexes, which is as good for the small logs those hold (bench/RESULTS.md has fi
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -34,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from exporter.model import Snapshot
 from exporter.source.cleaning import sanitize, unknown_record_states
+from exporter.source.deadline import ConnectionTracker, with_deadline
 from exporter.source.pipeline import utcnow
 from exporter.source.schema import (
     FINISHED_RUN,
@@ -125,11 +122,19 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
             per_integration.c.connector,
             per_integration.c.active,
             per_integration.c.stale_after_seconds,
-            literal_column("integration_facts.created_at", Integration.created_at.type),
-            literal_column("integration_facts.last_success_at", Run.finished_at.type),
-            literal_column("integration_facts.running_since", Run.started_at.type),
+            literal_column("integration_facts.created_at", Integration.created_at.type).label(
+                "created_at"
+            ),
+            literal_column("integration_facts.last_success_at", Run.finished_at.type).label(
+                "last_success_at"
+            ),
+            literal_column("integration_facts.running_since", Run.started_at.type).label(
+                "running_since"
+            ),
             per_integration.c.pending_records,
-            literal_column("integration_facts.oldest_pending_at", Record.enqueued_at.type),
+            literal_column("integration_facts.oldest_pending_at", Record.enqueued_at.type).label(
+                "oldest_pending_at"
+            ),
             Run.status,
             Run.started_at,
             Run.finished_at,
@@ -144,7 +149,7 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
 
 SNAPSHOT_STATEMENT = _snapshot_statement()
 
-# Same columns, same order, as SNAPSHOT_STATEMENT (exporter/source/cleaning.py reads by position).
+# Same columns, same order, as SNAPSHOT_STATEMENT: SNAPSHOT_COLUMNS (source/cleaning.py).
 # Untyped on purpose: psycopg returns timestamptz as aware datetimes (in the session's time
 # zone), which is all the health rules and the collector need (they compare instants and
 # take .timestamp()); UTCDateTime's per-value conversion was a third of the read at 10,000
@@ -170,9 +175,6 @@ SUMMARY_SNAPSHOT_STATEMENT = text(
     ORDER BY i.org_id, i.connector
     """
 )
-# Engines whose schema lacks migration 0002's columns (a hand-made PostgreSQL schema):
-# they get the per-integration lookups from then on, without a failed statement per refresh.
-_WITHOUT_SUMMARY: weakref.WeakSet[Engine] = weakref.WeakSet()
 _UNDEFINED_COLUMN = "42703"
 
 
@@ -185,33 +187,61 @@ UNKNOWN_RECORD_STATES = (
 )
 
 
+class SnapshotReader:
+    """Reads snapshots of one sync log, and owns what it learned about that database.
+
+    It remembers whether the schema has migration 0002's summary columns (a hand-made
+    PostgreSQL schema may not: it then gets the per-integration lookups from the first
+    failure on, without a failed statement per refresh), and it tracks its engine's
+    connections so that a read past ``deadline`` seconds is cut off (source/deadline.py).
+    """
+
+    def __init__(self, engine: Engine, *, deadline: float | None = None) -> None:
+        self.engine = engine
+        self._deadline = deadline
+        self._tracker = ConnectionTracker(engine)
+        self._summary = engine.dialect.name == "postgresql"
+
+    def read(self, now: datetime | None = None) -> Snapshot:
+        """Every integration's facts in one statement (one consistent view), and outbox
+        records in unknown states in a second; both return their problems."""
+        if self._deadline is None:
+            return self._read(now)
+        return with_deadline(lambda: self._read(now), self._deadline, self._tracker)
+
+    def abort(self) -> int:
+        """Cut off every open connection (a stop must not wait for a blocked read)."""
+        return self._tracker.abort()
+
+    def _read(self, now: datetime | None) -> Snapshot:
+        with self.engine.connect() as connection:
+            rows = self._rows(connection)
+            unknown = connection.execute(UNKNOWN_RECORD_STATES).all()
+        read_at = now or utcnow()
+        # Rows from a sloppy writer are repaired or skipped one by one (source/cleaning.py).
+        integrations, problems = sanitize(rows, read_at)
+        return Snapshot(
+            read_at=read_at,
+            integrations=integrations,
+            problems=(*problems, *unknown_record_states(unknown)),
+        )
+
+    def _rows(self, connection: Connection) -> Sequence[Any]:
+        if not self._summary:
+            return connection.execute(SNAPSHOT_STATEMENT).all()
+        try:
+            return connection.execute(SUMMARY_SNAPSHOT_STATEMENT).all()
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_COLUMN:
+                raise
+            connection.rollback()
+            self._summary = False
+            return connection.execute(SNAPSHOT_STATEMENT).all()
+
+
 def read_snapshot(engine: Engine, now: datetime | None = None) -> Snapshot:
-    """Read every integration's facts in one statement (one consistent view), and look
-    for outbox records in unknown states in a second; both return their problems."""
-    with engine.connect() as connection:
-        rows = _snapshot_rows(engine, connection)
-        unknown = connection.execute(UNKNOWN_RECORD_STATES).all()
-    read_at = now or utcnow()
-    # Rows from a sloppy writer are repaired or skipped one by one (exporter/source/cleaning.py).
-    integrations, problems = sanitize(rows, read_at)
-    return Snapshot(
-        read_at=read_at,
-        integrations=integrations,
-        problems=(*problems, *unknown_record_states(unknown)),
-    )
-
-
-def _snapshot_rows(engine: Engine, connection: Connection) -> Sequence[Any]:
-    if connection.dialect.name != "postgresql" or engine in _WITHOUT_SUMMARY:
-        return connection.execute(SNAPSHOT_STATEMENT).all()
-    try:
-        return connection.execute(SUMMARY_SNAPSHOT_STATEMENT).all()
-    except ProgrammingError as exc:
-        if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_COLUMN:
-            raise
-        connection.rollback()
-        _WITHOUT_SUMMARY.add(engine)
-        return connection.execute(SNAPSHOT_STATEMENT).all()
+    """One snapshot, read by a reader made for the occasion (tests, benchmarks, tools)."""
+    return SnapshotReader(engine).read(now)
 
 
 @dataclass(frozen=True, slots=True)
