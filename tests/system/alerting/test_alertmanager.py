@@ -221,6 +221,48 @@ def test_a_notification_names_who_what_since_when_and_links(template, tmp_path):
         assert expected in out, f"{expected!r} missing from\n{out}"
 
 
+ACTION_REQUIRED = {
+    **AMBER,
+    "labels": {
+        "alertname": "AccountingSyncActionRequired",
+        "org": "hlf",
+        "org_name": "Hørselshemmedes Landsforbund",
+        "connector": "dynamics",
+        "error_class": "period_closed",
+        "severity": "critical",
+    },
+    "annotations": {
+        **AMBER["annotations"],
+        "summary": "Hørselshemmedes Landsforbund: dynamics sync stopped, the period is closed",
+        "runbook_url": "https://wiki.invalid/runbook#accountingsyncactionrequired-period_closed",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "class_line"),
+    [
+        ("accounting_sync.text", "Error class: period_closed"),
+        ("accounting_sync.email.html", "<td>Error class</td><td>period_closed</td>"),
+    ],
+)
+def test_a_run_that_needs_a_person_names_its_class_and_its_runbook_section(
+    template, class_line, tmp_path
+):
+    data = notification("firing", [ACTION_REQUIRED])
+    out = render(f'{{{{ template "{template}" . }}}}', data, tmp_path)
+    for expected in [
+        "dynamics sync stopped, the period is closed",
+        class_line,
+        "AccountingSyncActionRequired (severity critical)",
+        "https://wiki.invalid/runbook#accountingsyncactionrequired-period_closed",
+    ]:
+        assert expected in out, f"{expected!r} missing from\n{out}"
+    assert "Error class" not in render(
+        f'{{{{ template "{template}" . }}}}', notification("firing", [AMBER]), tmp_path
+    )
+
+
 def test_the_title_says_firing_or_resolved_and_for_whom(tmp_path):
     firing = render(
         '{{ template "accounting_sync.title" . }}', notification("firing", [AMBER]), tmp_path
