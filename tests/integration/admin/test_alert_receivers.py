@@ -14,6 +14,7 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
+from exporter.admin.alert_receivers import ACTION_REQUIRED_INHIBITION
 from exporter.admin.alert_receivers import generate as generate_config
 from exporter.source.pipeline import Pipeline
 from tests.support import require_binary, run_cli
@@ -172,5 +173,7 @@ def test_the_projects_base_needs_nothing_added():
     outcome = generate_config(base, [], {})
     assert outcome.warnings == []
     assert outcome.config["inhibit_rules"] == base["inhibit_rules"]
+    # What the generator adds to an older base is what the project's base says.
+    assert ACTION_REQUIRED_INHIBITION in base["inhibit_rules"]
     [catch_all] = outcome.config["route"]["routes"]
     assert catch_all == base["route"]["routes"][0]
