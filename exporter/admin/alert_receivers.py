@@ -14,6 +14,12 @@ routes and receivers regenerated from a small contacts file::
 
 An organization without contacts keeps reaching the global administrators only, and is named in
 a warning; so is a contact for an organization the sync log does not have.
+
+``AccountingSyncActionRequired`` (a failed run that no retry gets past) must reach people at
+once and silence the same integration's amber and late warnings, whatever base it starts from:
+every generated organization route, and the base's catch-all route, gets the child route that
+sends it without group wait, and the inhibition is added when the base has none for it (with a
+warning, since the base is then older than the rules).
 """
 
 from __future__ import annotations
@@ -45,6 +51,17 @@ EMAIL = {
     "html": '{{ template "accounting_sync.email.html" . }}',
     "text": '{{ template "accounting_sync.text" . }}',
 }
+ACTION_REQUIRED = "AccountingSyncActionRequired"
+_ACTION_REQUIRED_MATCHER = f'alertname="{ACTION_REQUIRED}"'
+# A child route inherits receiver and grouping; only the wait differs. Alertmanager keeps an
+# explicit 0s (it does not fall back to the parent's group_wait).
+AT_ONCE_ROUTE: dict[str, Any] = {"matchers": [_ACTION_REQUIRED_MATCHER], "group_wait": "0s"}
+ACTION_REQUIRED_INHIBITION: dict[str, Any] = {
+    "source_matchers": [_ACTION_REQUIRED_MATCHER],
+    "target_matchers": ['alertname=~"AccountingSyncRecordsFailed|AccountingSyncLate"'],
+    "equal": ["org", "connector"],
+}
+
 CHAT = {
     "send_resolved": True,
     "title": TITLE,
@@ -105,6 +122,33 @@ def _org_of(route: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _is_catch_all(route: Mapping[str, Any]) -> bool:
+    return not any(route.get(key) for key in ("matchers", "match", "match_re"))
+
+
+def _with_at_once_route(route: dict[str, Any]) -> dict[str, Any]:
+    """The route, with the child that sends ActionRequired at once first among its children."""
+    children = list(route.get("routes") or [])
+    if AT_ONCE_ROUTE not in children:
+        children.insert(0, copy.deepcopy(AT_ONCE_ROUTE))
+    return {**route, "routes": children}
+
+
+def _inhibitions(config: Mapping[str, Any], warnings: list[str]) -> list[Any]:
+    """The base's inhibit rules, plus the ActionRequired one when the base has none for it."""
+    rules = list(config.get("inhibit_rules") or [])
+    if not any(
+        isinstance(rule, Mapping)
+        and rule.get("source_matchers") == ACTION_REQUIRED_INHIBITION["source_matchers"]
+        for rule in rules
+    ):
+        rules.append(copy.deepcopy(ACTION_REQUIRED_INHIBITION))
+        warnings.append(
+            f"base: no inhibit rule with {ACTION_REQUIRED} as its source; added the project's"
+        )
+    return rules
+
+
 def receiver(org: str, contacts: Mapping[str, list[str]]) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": f"{RECEIVER_PREFIX}{org}"}
     if contacts["email"]:
@@ -124,16 +168,22 @@ def generate(
     """The base configuration with one route and receiver per organization that has contacts.
 
     Routes that match on ``org`` alone (and their ``org-`` receivers) are replaced; every other
-    route and receiver of the base, the administrators' catch-all included, is kept as it is.
+    route and receiver of the base is kept as it is, except that a catch-all route (the
+    administrators') gains the child that sends ActionRequired at once if it lacks it.
     """
     config = copy.deepcopy(dict(base))
     route = config.get("route")
     if not isinstance(route, dict):
         raise ContactsError("base: the Alertmanager configuration has no route")
-    kept_routes = [r for r in route.get("routes") or [] if _org_of(r) is None]
+    kept_routes = [
+        _with_at_once_route(r) if _is_catch_all(r) else r
+        for r in route.get("routes") or []
+        if _org_of(r) is None
+    ]
     generated_names = {r["receiver"] for r in route.get("routes") or [] if _org_of(r) is not None}
     receivers = [r for r in config.get("receivers") or [] if r.get("name") not in generated_names]
     warnings: list[str] = []
+    config["inhibit_rules"] = _inhibitions(config, warnings)
     org_routes = []
     known = {org for org, _ in organizations}
     for org, name in sorted(organizations):
@@ -144,7 +194,11 @@ def generate(
                 "its alerts reach the global administrators only"
             )
             continue
-        org_routes.append({"receiver": f"{RECEIVER_PREFIX}{org}", "matchers": [f'org="{org}"']})
+        org_routes.append(
+            _with_at_once_route(
+                {"receiver": f"{RECEIVER_PREFIX}{org}", "matchers": [f'org="{org}"']}
+            )
+        )
         receivers.append(receiver(org, entry))
     for org in sorted(set(contacts) - known):
         warnings.append(f"contacts.{org}: no such organization in the sync log; left out")

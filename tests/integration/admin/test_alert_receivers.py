@@ -14,6 +14,8 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
+from exporter.admin.alert_receivers import ACTION_REQUIRED_INHIBITION
+from exporter.admin.alert_receivers import generate as generate_config
 from exporter.source.pipeline import Pipeline
 from tests.support import require_binary, run_cli
 
@@ -31,23 +33,27 @@ CONTACTS = {
 }
 
 
-def routes_to(config: Path, *labels: str) -> str:
-    result = subprocess.run(
-        [
-            require_binary("amtool"),
-            "config",
-            "routes",
-            "test",
-            "--config.file",
-            str(config),
-            *labels,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_binary("amtool"), *args], capture_output=True, text=True, timeout=60
     )
+
+
+def routes_to(config: Path, *labels: str) -> str:
+    result = amtool("config", "routes", "test", "--config.file", str(config), *labels)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def matching_routes(config: Path, *labels: str) -> list[str]:
+    """amtool's tree of the routes an alert takes, one route per line."""
+    result = amtool("config", "routes", "test", "--tree", "--config.file", str(config), *labels)
+    assert result.returncode == 0, result.stderr
+    return [line.strip(" \u00a0│├└─") for line in result.stdout.splitlines()]
+
+
+ACTION_REQUIRED = ["alertname=AccountingSyncActionRequired", "error_class=auth"]
+AT_ONCE = '{alertname="AccountingSyncActionRequired"}  receiver: '
 
 
 def generate(db_url: str, tmp_path: Path, contacts: object) -> subprocess.CompletedProcess[str]:
@@ -93,6 +99,11 @@ def test_each_organization_with_contacts_gets_its_receiver(engine: Engine, db_ur
     # hlf has no contacts here: the base's hand-written route is not kept stale.
     assert routes_to(config, "org=hlf") == "global-admins"
     assert routes_to(config, "alertname=AccountingSyncExporterDown") == "global-admins"
+    # ActionRequired takes each receiver's at-once child route (no group wait).
+    assert routes_to(config, "org=newcomer", *ACTION_REQUIRED) == "global-admins,org-newcomer"
+    taken = matching_routes(config, "org=newcomer", *ACTION_REQUIRED)
+    assert f"{AT_ONCE}global-admins" in taken and f"{AT_ONCE}org-newcomer" in taken, taken
+    assert not any(line.startswith(AT_ONCE) for line in matching_routes(config, "org=newcomer"))
 
     generated = yaml.safe_load(config.read_text())
     receivers = {r["name"]: r for r in generated["receivers"]}
@@ -125,3 +136,44 @@ def test_bad_contacts_exit_2_naming_the_key(sqlite_url, tmp_path, contacts, key)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and f"error: {key}:" in result.stderr
     assert not (tmp_path / "alertmanager.yml").exists()
+
+
+def test_a_base_older_than_action_required_gains_its_route_and_inhibition(tmp_path):
+    """A deployment's own base written before AccountingSyncActionRequired existed: the
+    generated configuration still sends it at once and mutes the amber alert, and says so."""
+    base = yaml.safe_load((AM_DIR / "alertmanager.yml").read_text())
+    for route in base["route"]["routes"]:
+        route.pop("routes", None)
+    base["inhibit_rules"] = base["inhibit_rules"][:1]  # the red-over-warnings rule only
+
+    outcome = generate_config(
+        base,
+        [("hlf", "Hørselshemmedes Landsforbund")],
+        {"hlf": {"email": ["finance@hlf.example.com"], "chat": [], "webhook": []}},
+    )
+    assert any("AccountingSyncActionRequired" in w for w in outcome.warnings), outcome.warnings
+    shutil.copytree(AM_DIR / "templates", tmp_path / "templates")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(yaml.safe_dump(outcome.config, allow_unicode=True))
+    check = amtool("check-config", str(config))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    taken = matching_routes(config, "org=hlf", *ACTION_REQUIRED)
+    assert f"{AT_ONCE}global-admins" in taken and f"{AT_ONCE}org-hlf" in taken, taken
+    inhibits = outcome.config["inhibit_rules"]
+    assert inhibits[0] == base["inhibit_rules"][0]
+    assert [rule["source_matchers"] for rule in inhibits[1:]] == [
+        ['alertname="AccountingSyncActionRequired"']
+    ]
+
+
+def test_the_projects_base_needs_nothing_added():
+    """The committed alertmanager.yml already routes and inhibits as the generator would."""
+    base = yaml.safe_load((AM_DIR / "alertmanager.yml").read_text())
+    outcome = generate_config(base, [], {})
+    assert outcome.warnings == []
+    assert outcome.config["inhibit_rules"] == base["inhibit_rules"]
+    # What the generator adds to an older base is what the project's base says.
+    assert ACTION_REQUIRED_INHIBITION in base["inhibit_rules"]
+    [catch_all] = outcome.config["route"]["routes"]
+    assert catch_all == base["route"]["routes"][0]

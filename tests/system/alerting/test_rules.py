@@ -6,6 +6,7 @@ unit test breaks, and under CI a missing promtool fails the run instead of skipp
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from alerting.render import DEFAULT_GRAFANA_URL, DEFAULT_RUNBOOK_URL, RULES, RenderError, render
+from exporter.classification import ERROR_CLASSES, NEEDS_ACTION
 from tests.support import require_binary
 
 pytestmark = pytest.mark.prometheus
@@ -23,7 +25,12 @@ CONTRACT_ALERTS = {
     "AccountingSyncRecordsFailed",
     "AccountingSyncLogUnavailable",
     "AccountingSyncExporterDown",
+    "AccountingSyncActionRequired",
+    "AccountingSyncRecordsRejected",
+    "AccountingSyncLate",
 }
+# Its runbook link names the class: one section per class that needs a person.
+PER_CLASS_RUNBOOK = "AccountingSyncActionRequired"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -66,13 +73,92 @@ def test_every_alert_has_a_unit_test_and_the_annotations_people_need():
         ].keys(), name
 
 
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors a Markdown renderer gives the headings (GitHub's rule: lower case, spaces
+    to hyphens, punctuation other than hyphens and underscores dropped)."""
+    anchors = set()
+    for line in markdown.splitlines():
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if heading:
+            text = re.sub(r"[^\w\- ]", "", heading.group(1).lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def test_heading_anchors_follow_the_renderers_rule():
+    assert heading_anchors("### AccountingSyncActionRequired: period_closed\n## A `b` c") == {
+        "accountingsyncactionrequired-period_closed",
+        "a-b-c",
+    }
+
+
 def test_every_runbook_link_points_at_a_section_of_the_runbook():
-    readme = (ALERTING / "README.md").read_text()
-    anchors = {line[4:].strip().lower() for line in readme.splitlines() if line.startswith("### ")}
+    anchors = heading_anchors((ALERTING / "README.md").read_text())
     for name, rule in alerting_rules(RULES.read_text()).items():
         url = rule["annotations"]["runbook_url"]
-        assert url == f"{DEFAULT_RUNBOOK_URL}#{name.lower()}", name
+        if name == PER_CLASS_RUNBOOK:
+            anchor = f"{name.lower()}-{{{{ $labels.error_class }}}}"
+            assert url == f"{DEFAULT_RUNBOOK_URL}#{anchor}", name
+            for error_class in sorted(NEEDS_ACTION):
+                assert f"{name.lower()}-{error_class}" in anchors, (
+                    f"alerting/README.md has no section for {name} {error_class}"
+                )
+        else:
+            assert url == f"{DEFAULT_RUNBOOK_URL}#{name.lower()}", name
         assert name.lower() in anchors, f"alerting/README.md has no section for {name}"
+
+
+def test_action_required_pages_for_exactly_the_classes_that_need_a_person(tmp_path):
+    """The rules and the exporter's classification table agree: a run that failed with any
+    class of the vocabulary pages if and only if the table says a person must act."""
+    integrations = [(f"org{i}", error_class) for i, error_class in enumerate(ERROR_CLASSES)]
+    series = []
+    for org, error_class in integrations:
+        labels = f'job="accounting-sync-exporter",instance="a:9839",org="{org}",connector="xledger"'
+        failed = f'{labels},error_class="{error_class}"'
+        series.append(
+            {"series": f"accounting_sync_last_run_error_class{{{failed}}}", "values": "1x2"}
+        )
+        series.append(
+            {
+                "series": f'accounting_sync_org_info{{{labels},org_name="{org.upper()}"}}',
+                "values": "1x2",
+            }
+        )
+    query = 'ALERTS{alertname="AccountingSyncActionRequired",alertstate="firing"}'
+    expected = [
+        {
+            "labels": (
+                f'{{__name__="ALERTS",alertname="AccountingSyncActionRequired",'
+                f'alertstate="firing",connector="xledger",error_class="{error_class}",'
+                f'org="{org}",org_name="{org.upper()}",severity="critical"}}'
+            ),
+            "value": 1,
+        }
+        for org, error_class in integrations
+        if error_class in NEEDS_ACTION
+    ]
+    assert len(expected) == len(NEEDS_ACTION) >= 1
+    unit = tmp_path / "test.yml"
+    unit.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(RULES)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": series,
+                        "promql_expr_test": [
+                            {"expr": query, "eval_time": "1m", "exp_samples": expected}
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = promtool("test", "rules", str(unit))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_render_with_defaults_changes_nothing():
@@ -98,6 +184,11 @@ def test_rendered_rules_point_at_the_deployment_and_still_pass_promtool(tmp_path
         assert annotations["runbook_url"].startswith(
             "https://wiki.example.org/runbooks/accounting-sync#"
         ), name
+    # The per-class anchor survives: each class still opens its own section.
+    assert alerting_rules(text)[PER_CLASS_RUNBOOK]["annotations"]["runbook_url"] == (
+        "https://wiki.example.org/runbooks/accounting-sync"
+        "#accountingsyncactionrequired-{{ $labels.error_class }}"
+    )
     assert DEFAULT_GRAFANA_URL not in text.split("groups:", 1)[1]
     assert 'job="accounting-sync"' in text
     assert 'job="accounting-sync-exporter"' not in text.split("groups:", 1)[1]
