@@ -14,6 +14,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from exporter.errors import UsageError
+
 
 class DatabaseURLError(ValueError):
     """The URL cannot name a database this exporter supports."""
@@ -24,7 +26,10 @@ def normalize_url(raw: str, password_file: str | None = None) -> URL:
     try:
         url = make_url(raw)
     except ArgumentError as exc:
-        raise DatabaseURLError(f"not a database URL: {redact(raw)!r}") from exc
+        raise DatabaseURLError(
+            f"not a database URL (expected postgresql://user@host/db or sqlite:///path): "
+            f"{redact(raw)!r}"
+        ) from exc
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
@@ -70,7 +75,20 @@ def redact(raw: str) -> str:
     try:
         return make_url(raw).render_as_string(hide_password=True)
     except ArgumentError:
-        return "<unparseable URL>"
+        return _mask_password(raw)
+
+
+def _mask_password(raw: str) -> str:
+    """What was typed, so a typo can be seen, but never what may be a password.
+
+    In ``scheme://user:secret@host`` (however mistyped) the secret is what follows the
+    last colon before the last ``@``, unless that colon starts ``://``.
+    """
+    at = raw.rfind("@")
+    colon = raw.rfind(":", 0, at) if at > 0 else -1
+    if colon < 0 or raw.startswith(":/", colon):
+        return raw
+    return f"{raw[: colon + 1]}***{raw[at:]}"
 
 
 def create_sync_log_engine(
@@ -118,6 +136,20 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
+
+
+def require_existing_sqlite(raw_url: str, flag: str = "--database-url") -> None:
+    """Readers open an existing SQLite file only: SQLite would create a mistyped one, empty,
+    and the exporter would serve "no integrations" instead of saying the path is wrong."""
+    try:
+        path = sqlite_path(normalize_url(raw_url))
+    except DatabaseURLError:
+        return  # reported with its own message where the engine is made
+    if path is not None and not path.is_file():
+        raise UsageError(
+            f"{flag}: no SQLite sync log at {str(path)!r} "
+            "(a new one is made by `accounting-sync-exporter db upgrade`)"
+        )
 
 
 def sqlite_path(url: URL) -> Path | None:
