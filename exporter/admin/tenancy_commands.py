@@ -100,6 +100,18 @@ def _http_url(value: str) -> str:
     return value
 
 
+def writer_role(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.admin.roles import ensure_writer_role
+
+    def action(engine: Any) -> str:
+        password = read_secret("--password-file", args.password_file)
+        result = ensure_writer_role(engine, args.role, password)
+        verb = "created" if result.created else "updated"
+        return f"role {result.role} {verb}: writes the sync log's rows, changes no schema"
+
+    return _with_engine(settings, action)
+
+
 def grafana_arguments(parser: argparse.ArgumentParser) -> None:
     grafana = parser.add_argument_group("grafana flags")
     grafana.add_argument(

@@ -159,9 +159,31 @@ class Command:
         parser.set_defaults(run=self.run)
 
 
-def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
-    from exporter.source.migrate import current_revision, upgrade
+def _upgrade_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the SQL for a DBA to review and apply instead of running it (no "
+        "connection is made; the whole schema from nothing; PostgreSQL unless --database-url "
+        "names another database)",
+    )
+    parser.add_argument(
+        "--sql.schema",
+        dest="sql_schema",
+        default="public",
+        metavar="SCHEMA",
+        help="with --sql: the schema the tables will live in (default: %(default)s)",
+    )
 
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.source.engine import normalize_url
+    from exporter.source.migrate import current_revision, upgrade, upgrade_sql
+
+    if args.sql:
+        url = normalize_url(settings.database_url or "postgresql://")
+        upgrade_sql(url, sys.stdout, schema=args.sql_schema)
+        return 0
     engine = serve.open_engine(settings)
     try:
         upgrade(engine)
@@ -178,7 +200,7 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 DB_COMMANDS = (
-    Command("upgrade", "create or migrate the schema", _no_arguments, _db_upgrade),
+    Command("upgrade", "create or migrate the schema", _upgrade_arguments, _db_upgrade),
     Command(
         "tenant-role",
         "create or update a login role that reads one organization's rows",
@@ -190,6 +212,12 @@ DB_COMMANDS = (
         "create or update the exporter's read-only login role",
         tenancy_commands.role_arguments,
         tenancy_commands.reader_role,
+    ),
+    Command(
+        "writer-role",
+        "create or update the pipeline's login role: writes the sync log's rows, no DDL",
+        tenancy_commands.role_arguments,
+        tenancy_commands.writer_role,
     ),
 )
 TOOL_COMMANDS = (
