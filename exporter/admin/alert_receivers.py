@@ -198,7 +198,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ContactsError(f"--base: {args.base!r} is not an Alertmanager configuration")
     url = settings.require_database_url()
     require_existing_sqlite(url)
-    engine = engine_for(url, settings.database_password_file)
+    engine = engine_for(url, settings.database_password_file, existing_only=True)
     try:
         found = repository.organizations(engine)
     finally:

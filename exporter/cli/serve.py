@@ -20,7 +20,7 @@ from exporter.errors import PROG, OutsideFailure
 from exporter.serve.refresher import Refresher
 from exporter.serve.webconfig import WebConfig
 from exporter.source.deadline import client_deadline
-from exporter.source.engine import engine_for, redact, require_existing_sqlite
+from exporter.source.engine import engine_for, redact, sqlite_path
 
 log = logging.getLogger("exporter")
 
@@ -42,24 +42,36 @@ def warn_unknown_environment() -> None:
         log.warning(warning)
 
 
-def open_engine(settings: Settings, *, statement_timeout: float | None = None) -> Engine:
+def open_engine(
+    settings: Settings, *, statement_timeout: float | None = None, existing_only: bool = False
+) -> Engine:
     return engine_for(
         settings.require_database_url(),
         settings.database_password_file,
         statement_timeout=statement_timeout,
+        existing_only=existing_only,
     )
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    require_existing_sqlite(settings.require_database_url())
+    settings.require_database_url()
     web = web_config(settings)
     if args.check_config:
         print(f"{PROG}: configuration is valid")
         return 0
     logs.setup(settings.log_level, settings.log_format)
     warn_unknown_environment()
-    engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
+    engine = open_engine(
+        settings, statement_timeout=settings.database_statement_timeout, existing_only=True
+    )
+    missing = sqlite_path(engine.url)
+    if missing is not None and not missing.is_file():
+        # Not fatal (the file may be on its way, as a database may be down), but said.
+        log.warning(
+            "no SQLite sync log at this path; nothing to serve until it exists",
+            extra={"path": str(missing), "hint": "check --database-url, or run `db upgrade`"},
+        )
     return run_exporter(settings, engine, web)
 
 

@@ -7,8 +7,11 @@ psycopg2 for those, which this project does not ship, so the driver is chosen he
 from __future__ import annotations
 
 import os
+import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -62,11 +65,17 @@ def read_secret_file(path: str) -> str:
 
 
 def engine_for(
-    raw_url: str, password_file: str | None = None, *, statement_timeout: float | None = None
+    raw_url: str,
+    password_file: str | None = None,
+    *,
+    statement_timeout: float | None = None,
+    existing_only: bool = False,
 ) -> Engine:
     """The engine every command uses: the URL as the user wrote it, the password from a file."""
     return create_sync_log_engine(
-        normalize_url(raw_url, password_file), statement_timeout=statement_timeout
+        normalize_url(raw_url, password_file),
+        statement_timeout=statement_timeout,
+        existing_only=existing_only,
     )
 
 
@@ -92,7 +101,11 @@ def _mask_password(raw: str) -> str:
 
 
 def create_sync_log_engine(
-    url: URL, *, statement_timeout: float | None = None, pool_size: int = 2
+    url: URL,
+    *,
+    statement_timeout: float | None = None,
+    pool_size: int = 2,
+    existing_only: bool = False,
 ) -> Engine:
     """An engine with bounded connections and, on PostgreSQL, a server-side statement timeout.
 
@@ -102,6 +115,13 @@ def create_sync_log_engine(
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
         connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": 30}
+        path = sqlite_path(url)
+        if existing_only and path is not None:
+            # A reader opens the file read-write but never creates it (SQLite's mode=rw):
+            # a mistyped path stays a failing read that names it, not a new empty sync log.
+            kwargs["creator"] = partial(
+                sqlite3.connect, f"file:{quote(str(path))}?mode=rw", uri=True, **connect_args
+            )
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine)
         return engine
