@@ -220,7 +220,29 @@ DB_COMMANDS = (
         tenancy_commands.writer_role,
     ),
 )
+
+
+def _healthcheck_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ready", action="store_true", help="ask /readyz (a snapshot was read) instead of /healthz"
+    )
+
+
+def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.serve.healthcheck import probe
+
+    print(probe(settings, ready=args.ready))
+    return 0
+
+
 TOOL_COMMANDS = (
+    Command(
+        "healthcheck",
+        "probe the exporter on this host (a container HEALTHCHECK): exit 0 if it answers",
+        _healthcheck_arguments,
+        _healthcheck,
+        ("web.listen_address", "web.config_file", "log.level"),
+    ),
     Command(
         "grafana-tenants",
         "set up one Grafana organization per customer organization",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import os
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests.support import (
     parse_metrics,
     require_binary,
     run_cli,
+    stop_process,
     value,
     wait_until,
 )
@@ -231,3 +233,45 @@ def test_nothing_is_printed_on_stdout_by_exporter_errors():
     result = subprocess.run([*EXPORTER, "db"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("usage: accounting-sync-exporter db")
+
+
+def test_the_container_probe_follows_the_port_and_tls_and_needs_no_password(served, tmp_path):
+    openssl = require_binary("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=exporter",
+        ],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    web = _web_config(tmp_path)
+    web.write_text(
+        web.read_text() + "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
+    )
+    port = free_port()
+    env = {
+        "ACCOUNTING_SYNC_WEB_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "ACCOUNTING_SYNC_WEB_CONFIG_FILE": str(web),
+    }
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [*EXPORTER, "serve", "--database-url", f"sqlite:///{served}", *FAST],
+            stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )  # fmt: skip
+    try:
+        ready = wait_until(
+            lambda: (r := run_cli("healthcheck", "--ready", env=env)).returncode == 0 and r,
+            timeout=30,
+            what="the probe to pass",
+        )
+        assert ready.stdout.strip() == f"https://127.0.0.1:{port}/readyz: OK"
+        assert run_cli("healthcheck", env=env).returncode == 0
+    finally:
+        stop_process(process)
+    down = run_cli("healthcheck", env=env)
+    assert down.returncode == 1
+    (line,) = down.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}/healthz" in line
