@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 
 from exporter.errors import UsageError
-from exporter.source.engine import redact
+from exporter.source.engine import redact, sqlite_path
 from exporter.source.migrate import upgrade
 from exporter.source.pipeline import Pipeline
 from exporter.source.schema import Base, Organization
@@ -101,6 +101,9 @@ def claim(engine: Engine) -> None:
     of them could well be called ``hlf``).
     """
     where = redact(engine.url.render_as_string(hide_password=False))
+    path = sqlite_path(engine.url)
+    if path is not None:  # a directory that cannot be made is named (OSError), not "unable to open"
+        path.parent.mkdir(parents=True, exist_ok=True)
     tables = set(inspect(engine).get_table_names())
     foreign = sorted(tables - _SYNC_LOG_TABLES - {DEMO_MARKER.name})
     if foreign:
