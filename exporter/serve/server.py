@@ -3,7 +3,8 @@
 The standard library's threading server is enough here because a scrape only copies
 bytes that the refresher rendered earlier; it never waits on the database. A custom
 handler (rather than prometheus_client's) is what lets the exporter-toolkit web config
-(TLS, basic auth, extra headers) apply to every path.
+(TLS, basic auth, extra headers) apply to every path; basic auth spares only the
+two probes, which carry no data.
 """
 
 from __future__ import annotations
