@@ -16,7 +16,10 @@ COPY grafana/dashboards /app/grafana/dashboards
 WORKDIR /app
 USER 10001:10001
 EXPOSE 9839
+# The probe reads the listen address and web config (TLS) as serve does, from
+# ACCOUNTING_SYNC_* variables or --config: set the port and TLS there, not only as serve's
+# flags, and the probe follows. /healthz answers without credentials (docs/install.md).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9839/healthz', timeout=2)"]
+    CMD ["accounting-sync-exporter", "healthcheck"]
 ENTRYPOINT ["accounting-sync-exporter"]
 CMD ["serve"]

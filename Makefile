@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The demo needs only the runtime: its own venv without the development extras.
+DEMO_VENV  ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv demo test test-services lint format typecheck dashboards dashboards-check bench soak clean
@@ -23,8 +26,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: venv
-	$(BIN)/accounting-sync-exporter demo $(ARGS)
+$(DEMO_STAMP): pyproject.toml
+	@scripts/ensure-python.sh "$(PYTHON)" "$(DEMO_VENV)"
+	$(DEMO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/accounting-sync-exporter demo $(ARGS)
 
 # Installs missing system components (PostgreSQL, prometheus, promtool, alertmanager, amtool),
 # makes sure PostgreSQL runs, and writes the URL the tests use to .test-env.
@@ -64,4 +72,4 @@ soak: venv test-services
 	@. ./.test-env && $(BIN)/python -m pytest -m soak -s tests/system/test_soak.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .test-env .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) .test-env .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 RULES = Path(__file__).parent / "rules" / "accounting-sync.rules.yml"
 DEFAULT_GRAFANA_URL = "http://localhost:3000"
@@ -51,14 +52,25 @@ def render(
     return text.replace(f'job="{DEFAULT_JOB}"', f'job="{job}"')
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line and exit code 2 for a bad or missing flag, as the exporter's own commands."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m alerting.render",
         description="Write the accounting sync rules for one deployment.",
     )
     parser.add_argument("--grafana-url", default=DEFAULT_GRAFANA_URL, help="Grafana base URL")
     parser.add_argument(
-        "--runbook-url", default=DEFAULT_RUNBOOK_URL, help="where alerting/README.md is published"
+        "--runbook-url",
+        required=True,
+        help="where alerting/README.md is published: every alert links to a section of it "
+        "(required, so that no alert links to the placeholder)",
     )
     parser.add_argument("--job", default=DEFAULT_JOB, help="the exporter's scrape job name")
     parser.add_argument("--output", type=Path, help="file to write (default: standard output)")

@@ -11,7 +11,13 @@ from pathlib import Path
 
 directory = Path(sys.argv[1] if len(sys.argv) > 1 else "/run/secrets")
 directory.mkdir(parents=True, exist_ok=True)
-for name in ("postgres-password", "exporter-password", "grafana-admin-password"):
+PASSWORDS = (
+    "postgres-password",
+    "exporter-password",
+    "pipeline-password",
+    "grafana-admin-password",
+)
+for name in PASSWORDS:
     path = directory / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(24) + "\n")

@@ -8,6 +8,7 @@ one line naming the key, flag or variable, and exit code 2.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from exporter.source.engine import DatabaseURLError, normalize_url, read_secret_
 ENV_PREFIX = "ACCOUNTING_SYNC_"
 DEFAULT_PORT = 9839
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
+# A notification burst is gathered for this long at most: longer only delays what it announces.
+MAX_DEBOUNCE = 10.0
 
 
 class ConfigError(UsageError):
@@ -41,6 +44,16 @@ def _duration(value: Any) -> float:
     seconds = parse_duration(str(value))
     if seconds <= 0:
         raise ValueError(f"must be greater than zero, got {value!r}")
+    return seconds
+
+
+def _debounce(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds > MAX_DEBOUNCE:
+        raise ValueError(
+            f"must be at most {MAX_DEBOUNCE:g}s (every refresh after a change waits this long), "
+            f"got {value!r}"
+        )
     return seconds
 
 
@@ -75,14 +88,21 @@ def _secret_file(value: Any) -> str:
     return path
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
+class _Choice:
+    """A parser that also tells ``--help`` its choices."""
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def __call__(self, value: Any) -> str:
         text = str(value).lower()
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
+        if text not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}; got {value!r}")
         return text
 
-    return parse
+
+def _choice(choices: tuple[str, ...]) -> _Choice:
+    return _Choice(choices)
 
 
 def _boolean(value: Any) -> bool:
@@ -110,6 +130,16 @@ class Option:
     default: Any
     help: str
     group: str
+    # Other spellings of the flag: the contract's hyphenated flags also take the dotted form.
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag, *self.aliases)
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return self.parse.choices if isinstance(self.parse, _Choice) else None
 
     @property
     def attribute(self) -> str:
@@ -128,6 +158,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "Sync log URL: postgresql://user@host/db or sqlite:///path.",
         "database",
+        ("--database.url",),
     ),
     Option(
         "database.password_file",
@@ -176,6 +207,7 @@ OPTIONS: tuple[Option, ...] = (
         15.0,
         "How often to re-read the sync log (the fallback when notifications are off).",
         "refresh",
+        ("--refresh.interval",),
     ),
     Option(
         "refresh.notify",
@@ -188,9 +220,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "refresh.debounce",
         "--refresh.debounce",
-        _duration,
+        _debounce,
         0.2,
-        "Wait this long after a change notification to gather a burst into one refresh.",
+        "Wait this long after a change notification to gather a burst into one refresh "
+        f"(at most {MAX_DEBOUNCE:g}s).",
         "refresh",
     ),
     Option(
@@ -204,6 +237,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("log.format", "--log.format", _choice(FORMATS), "logfmt", "Log line format.", "log"),
 )
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
+ENVIRONMENT = frozenset(option.env for option in OPTIONS)
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``ACCOUNTING_SYNC_*`` variable that is no option, with a suggestion.
+
+    A misspelled YAML key stops start-up, but the environment is shared with other
+    programs, so a variable only warns: it is named, so the typo cannot go unnoticed.
+    """
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in ENVIRONMENT:
+            continue
+        close = difflib.get_close_matches(name, sorted(ENVIRONMENT), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name}: not an option of this exporter, ignored{hint}")
+    return warnings
 
 
 @dataclass(frozen=True)
@@ -270,11 +321,13 @@ def load(
     config_file: str | None = None,
     environ: Mapping[str, str] | None = None,
     defaults: Mapping[str, Any] | None = None,
+    flags_only: frozenset[str] = frozenset(),
 ) -> Settings:
     """Merge the sources (defaults < file < environment < flags) and validate every value.
 
     ``flags`` maps option keys to the raw strings given on the command line (absent or
-    ``None`` when not given); ``defaults`` lets a subcommand such as ``demo`` change them.
+    ``None`` when not given); ``defaults`` lets a subcommand such as ``demo`` change them;
+    keys in ``flags_only`` are read from the command line alone (the demo's database).
     """
     environ = os.environ if environ is None else environ
     from_file = read_config_file(config_file) if config_file else {}
@@ -283,9 +336,10 @@ def load(
     for option in OPTIONS:
         raw: Any = None
         source = ""
-        if option.key in from_file and from_file[option.key] is not None:
+        from_elsewhere = option.key not in flags_only
+        if from_elsewhere and option.key in from_file and from_file[option.key] is not None:
             raw, source = from_file[option.key], f"{config_file}: {option.key}"
-        if environ.get(option.env):
+        if from_elsewhere and environ.get(option.env):
             raw, source = environ[option.env], option.env
         if flags.get(option.key) is not None:
             raw, source = flags[option.key], option.flag

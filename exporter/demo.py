@@ -12,15 +12,30 @@ import logging
 import random
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    func,
+    inspect,
+    select,
+    text,
+)
 
+from exporter.errors import UsageError
+from exporter.source.engine import redact, sqlite_path
 from exporter.source.migrate import upgrade
 from exporter.source.pipeline import Pipeline
-from exporter.source.schema import Organization
+from exporter.source.schema import Base, Organization
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +61,82 @@ DEMO: tuple[DemoIntegration, ...] = (
 RECORD_TYPES = ("expense", "travel", "invoice")
 
 
-def default_database_url() -> str:
-    directory = Path(tempfile.mkdtemp(prefix="accounting-sync-demo-"))
-    return f"sqlite:///{directory / 'sync-log.db'}"
+# --- which database the demo may write into (kept apart from the seeded stories below)
+
+# The demo's mark on a database it made: the sync log schema has no such table, so a
+# production sync log never carries it.
+DEMO_MARKER = Table(
+    "accounting_sync_demo",
+    MetaData(),
+    Column("made_by", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+# Tables a sync log may hold besides the demo's mark (the schema and its migrations' own).
+_SYNC_LOG_TABLES = frozenset({*Base.metadata.tables, "alembic_version", "sync_tenant_role"})
+_DATA_TABLES = ("sync_organization", "sync_integration", "sync_run", "sync_record")
+
+
+@contextmanager
+def demo_database(url: str | None) -> Iterator[str]:
+    """The URL given on the demo's command line, or a temporary SQLite file's.
+
+    The temporary directory goes when the block ends, however it ends: a stop, an error,
+    Ctrl-C, SIGTERM (``cli.serve.demo`` turns it into an exception) or a busy port.
+    """
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(
+        prefix="accounting-sync-demo-", ignore_cleanup_errors=True
+    ) as directory:
+        yield f"sqlite:///{Path(directory) / 'sync-log.db'}"
+
+
+def claim(engine: Engine) -> None:
+    """Refuse a database that holds anything but the demo's own data; then mark it.
+
+    Accepted: an empty database, a migrated sync log with no data yet, or one this demo
+    made earlier (marked) that holds only the demo's organizations. Everything else could
+    be someone's real sync log, where fake records would reach a real organization (one
+    of them could well be called ``hlf``).
+    """
+    where = redact(engine.url.render_as_string(hide_password=False))
+    path = sqlite_path(engine.url)
+    if path is not None:  # a directory that cannot be made is named (OSError), not "unable to open"
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tables = set(inspect(engine).get_table_names())
+    foreign = sorted(tables - _SYNC_LOG_TABLES - {DEMO_MARKER.name})
+    if foreign:
+        raise UsageError(
+            f"--database-url {where}: holds tables that are not a sync log's "
+            f"({', '.join(foreign[:5])}); the demo writes only into an empty database"
+        )
+    demo_orgs = {item.org_id for item in DEMO}
+    with engine.begin() as connection:
+        if "sync_organization" in tables:
+            orgs = set(connection.execute(select(Organization.id)).scalars())
+            if DEMO_MARKER.name not in tables:
+                has_data = orgs or any(
+                    connection.execute(text(f"SELECT 1 FROM {name} LIMIT 1")).first()
+                    for name in _DATA_TABLES
+                    if name in tables
+                )
+                if has_data:
+                    raise UsageError(
+                        f"--database-url {where}: holds a sync log the demo did not make; "
+                        "the demo writes only into an empty database or one of its own"
+                    )
+            elif orgs - demo_orgs:
+                others = ", ".join(sorted(orgs - demo_orgs)[:5])
+                raise UsageError(
+                    f"--database-url {where}: holds organizations that are not the demo's "
+                    f"({others}); the demo writes only into a database of its own"
+                )
+        DEMO_MARKER.create(connection, checkfirst=True)
+        if connection.execute(select(DEMO_MARKER.c.made_by)).first() is None:
+            connection.execute(
+                DEMO_MARKER.insert().values(made_by="demo", created_at=datetime.now(UTC))
+            )
 
 
 def seed_sync_log(engine: Engine, now: datetime, rng: random.Random) -> None:
@@ -198,8 +286,9 @@ class SimulatedPipeline:
 
 
 def prepare(engine: Engine, seed: int | None = None) -> SimulatedPipeline:
-    """Migrate, seed an empty sync log, and return the (not yet started) simulation."""
+    """Claim the database, migrate, seed it if empty; return the (not yet started) simulation."""
     rng = random.Random(seed)
+    claim(engine)
     upgrade(engine)
     with engine.connect() as connection:
         empty = connection.execute(select(func.count()).select_from(Organization)).scalar_one() == 0

@@ -59,3 +59,15 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     # Alembic announces each of its autogenerate plugins at INFO when imported: noise here.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Alembic's migration logger says which dialect it picked on every run; keep only what
+    # it migrates ("Running upgrade ...").
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _AlembicChatter) for f in migration.filters):
+        migration.addFilter(_AlembicChatter())
+
+
+class _AlembicChatter(logging.Filter):
+    _NOISE = ("Context impl ", "Will assume ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._NOISE)

@@ -1,5 +1,6 @@
 """Least-privilege PostgreSQL roles: one per tenant (sees only its organization), one for
-the exporter (sees everything, writes nothing).
+the exporter (sees everything, writes nothing), one for the pipeline (writes the rows of
+the sync log, changes no schema: an owner's login in the pipeline could drop it all).
 
 Isolation itself lives in the database (migration ``0003_tenancy``): row-level security
 filters every query a tenant runs, whatever SQL it sends. This module only creates and
@@ -91,7 +92,9 @@ def _schema(connection: Connection) -> str:
     return str(schema)
 
 
-def _ensure_login_role(connection: Connection, role: str, password: str | None) -> bool:
+def _ensure_login_role(
+    connection: Connection, role: str, password: str | None, *, read_only: bool = True
+) -> bool:
     """Create or update ``role`` as a plain login role; refuse roles RLS cannot restrict."""
     # Roles are cluster-wide: serialise concurrent runs so CREATE ROLE cannot race.
     _execute(connection, "SELECT pg_advisory_xact_lock(hashtext('accounting_sync_roles'))")
@@ -135,12 +138,12 @@ def _ensure_login_role(connection: Connection, role: str, password: str | None) 
             ),
         )
     # Defence in depth: even a mistaken grant later would meet a read-only transaction.
-    _execute(
-        connection,
-        sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
-            sql.Identifier(role)
-        ),
+    setting = (
+        "SET default_transaction_read_only = on"
+        if read_only
+        else "RESET default_transaction_read_only"
     )
+    _execute(connection, sql.SQL("ALTER ROLE {} " + setting).format(sql.Identifier(role)))
     return existing is None
 
 
@@ -273,4 +276,56 @@ def ensure_reader_role(engine: Engine, role: str, password: str | None = None) -
         _revoke_writes(connection, schema, role)
         _verify_read_only(connection, schema, role)
     log.info("reader role ready", extra={"role": role, "new_role": created})
+    return RoleResult(role, created)
+
+
+# What the pipeline does to the sync log: rows only. No TRUNCATE (it would skip the
+# row triggers the change notifications and the last-run summary rely on), no TRIGGER,
+# no REFERENCES, and no CREATE on the schema: migrations stay with the owner.
+WRITER_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+_SERIAL_TABLES = ("sync_run", "sync_record", "sync_record_error")
+
+
+def ensure_writer_role(engine: Engine, role: str, password: str | None = None) -> RoleResult:
+    """Create or update the pipeline's login role: reads and writes the five tables' rows."""
+    _prepare(engine, "--role", role)
+    with engine.begin() as connection:
+        schema = _schema(connection)
+        created = _ensure_login_role(connection, role, password, read_only=False)
+        if _scalar(
+            connection,
+            "SELECT pg_has_role(%s, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+            role,
+            TENANT_GROUP,
+        ):
+            raise RoleError(f"--role {role}: is a tenant role; the pipeline writes every org")
+        ident = sql.Identifier(role)
+        _execute(
+            connection,
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident),
+        )
+        _revoke_writes(connection, schema, role)
+        _execute(
+            connection,
+            sql.SQL(f"GRANT {WRITER_PRIVILEGES} ON {{}} TO {{}}").format(
+                _tables(schema, TABLES), ident
+            ),
+        )
+        for table in _SERIAL_TABLES:
+            sequence = _scalar(
+                connection, "SELECT pg_get_serial_sequence(%s, 'id')", f'"{schema}"."{table}"'
+            )
+            if sequence:
+                _execute(
+                    connection,
+                    sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(
+                        sql.SQL(sequence), ident
+                    ),
+                )
+        if _scalar(connection, "SELECT has_schema_privilege(%s, %s, 'CREATE')", role, schema):
+            raise RoleError(
+                f"--role {role}: can create objects in schema {schema} (granted to PUBLIC?); "
+                f"run REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC and run again"
+            )
+    log.info("writer role ready", extra={"role": role, "new_role": created})
     return RoleResult(role, created)

@@ -11,12 +11,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from exporter.admin.grafana_tenants import DEFAULT_PROXY_HEADER
 from exporter.config import Settings
-from exporter.errors import OutsideFailure
+from exporter.errors import OutsideFailure, UsageError, one_line
 from exporter.source.engine import engine_for, read_secret_file
 from exporter.source.reader import organizations
+
+# The tenant role grafana-tenants expects for each organization (roles.tenant_role_name).
+ROLE_PATTERN = "accounting_sync_<slug>"
 
 
 def tenant_role_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,11 +88,36 @@ def reader_role(args: argparse.Namespace, settings: Settings) -> int:
     return _with_engine(settings, action)
 
 
+def _http_url(value: str) -> str:
+    """Checked here: a bad URL would otherwise surface as the HTTP library's own error."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected http(s)://HOST[:PORT][/PATH], got {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a valid port in {value!r}") from None
+    return value
+
+
+def writer_role(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.admin.roles import ensure_writer_role
+
+    def action(engine: Any) -> str:
+        password = read_secret("--password-file", args.password_file)
+        result = ensure_writer_role(engine, args.role, password)
+        verb = "created" if result.created else "updated"
+        return f"role {result.role} {verb}: writes the sync log's rows, changes no schema"
+
+    return _with_engine(settings, action)
+
+
 def grafana_arguments(parser: argparse.ArgumentParser) -> None:
     grafana = parser.add_argument_group("grafana flags")
     grafana.add_argument(
         "--grafana.url",
         dest="grafana_url",
+        type=_http_url,
         required=True,
         metavar="URL",
         help="Grafana's address, e.g. http://grafana:3000",
@@ -162,12 +191,13 @@ def grafana_arguments(parser: argparse.ArgumentParser) -> None:
         "--db-password-dir",
         required=True,
         metavar="DIR",
-        help="one file per tenant role (named after the role) with its password",
+        help="one file per tenant role with its password, named after the role: "
+        f"{ROLE_PATTERN} (non [a-z0-9_] characters of the slug become _)",
     )
     tenants.add_argument(
         "--ensure-db-roles",
         action="store_true",
-        help="also create or update each tenant's role (db tenant-role), "
+        help=f"also create or update each tenant's role {ROLE_PATTERN} (db tenant-role), "
         "generating missing password files",
     )
 
@@ -187,7 +217,13 @@ def grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
-    from grafana_client.client import GrafanaException
+    try:
+        from grafana_client.client import GrafanaException
+    except ImportError:
+        raise UsageError(
+            "grafana-tenants needs the tenancy extra: "
+            "pip install 'accounting-sync-exporter[tenancy]' (the image has it)"
+        ) from None
 
     from exporter.admin import grafana_tenants as gt
 
@@ -218,6 +254,10 @@ def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
         )
         try:
             outcome = setup.apply(tenants, passwords)
+        except OSError as exc:  # the HTTP library's connection errors are OSErrors
+            raise GrafanaUnavailable(
+                f"Grafana at {args.grafana_url} did not answer: {one_line(exc)}"
+            ) from exc
         except GrafanaException as exc:
             status = getattr(exc, "status_code", 0) or 0
             if 400 <= status < 500:  # credentials, permissions, bad request: configuration

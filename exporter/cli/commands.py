@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,29 +29,59 @@ from exporter.source.engine import redact
 log = logging.getLogger("exporter")
 
 
+class MissingCommand(UsageError):
+    """No subcommand: the one case where the usage line comes first, since nothing was asked."""
+
+    def __init__(self, message: str, *, prog: str, usage: str) -> None:
+        super().__init__(message, prog=prog)
+        self.usage = usage
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
+        if "arguments are required: command" in message or "required: COMMAND" in message:
+            raise MissingCommand(message, prog=self.prog, usage=self.format_usage())
         raise UsageError(message, prog=self.prog)
 
 
-def _add_options(parser: argparse.ArgumentParser, keys: Sequence[str]) -> None:
+def _shown_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"{value[0]}:{value[1]}"
+    if isinstance(value, float):
+        return format_duration(value)
+    return "" if value is None else str(value)
+
+
+def _add_options(
+    parser: argparse.ArgumentParser,
+    keys: Sequence[str],
+    *,
+    defaults: dict[str, Any] | None = None,
+    notes: dict[str, str] | None = None,
+) -> None:
+    """The option table's flags, with the defaults this command really uses."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML configuration file: every flag below as a dotted key [no env]",
+    )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for key in keys:
         option = config.OPTIONS_BY_KEY[key]
         group = groups.setdefault(option.group, parser.add_argument_group(f"{option.group} flags"))
-        default = option.default
-        if isinstance(default, tuple):
-            default = f"{default[0]}:{default[1]}"
-        elif isinstance(default, float):
-            default = format_duration(default)
-        shown = f" (default: {default})" if default not in (None, "") else ""
+        default = _shown_default((defaults or {}).get(key, option.default))
+        shown = f" (default: {default})" if default else ""
+        choices = option.choices
+        metavar = "{" + ",".join(choices) + "}" if choices else option.attribute.split("_")[-1]
+        note = (notes or {}).get(key)
+        where = note if note else f"[env {option.env}]"
         group.add_argument(
-            option.flag,
+            *option.flags,
             dest=key,
-            metavar=option.attribute.split("_")[-1].upper(),
-            help=f"{option.help}{shown} [env {option.env}]",
+            metavar=metavar.upper() if not choices else metavar,
+            help=f"{option.help}{shown} {where}",
         )
 
 
@@ -64,6 +95,7 @@ DEMO_KEYS = [
     "log.level",
     "log.format",
 ]
+DEMO_DEFAULTS: dict[str, Any] = {"refresh.interval": 2.0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="serve /metrics from a sync log")
-    serve.add_argument("--config", metavar="FILE", help="YAML configuration file")
     serve.add_argument(
         "--check-config", action="store_true", help="validate the configuration and exit"
     )
@@ -81,7 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="serve a demo sync log with a simulated pipeline (SQLite by default)"
     )
-    _add_options(demo, DEMO_KEYS)
+    _add_options(
+        demo,
+        DEMO_KEYS,
+        defaults=DEMO_DEFAULTS,
+        notes={
+            "database.url": "Only from this flag (never the environment or --config), so the "
+            "demo cannot write into a real sync log; default: a temporary SQLite file removed "
+            "at exit. Refused unless empty or made by the demo."
+        },
+    )
     demo.add_argument("--seed", type=int, default=None, help="random seed of the simulation")
 
     db = commands.add_parser("db", help="manage the sync log database")
@@ -119,9 +159,31 @@ class Command:
         parser.set_defaults(run=self.run)
 
 
-def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
-    from exporter.source.migrate import current_revision, upgrade
+def _upgrade_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the SQL for a DBA to review and apply instead of running it (no "
+        "connection is made; the whole schema from nothing; PostgreSQL unless --database-url "
+        "names another database)",
+    )
+    parser.add_argument(
+        "--sql.schema",
+        dest="sql_schema",
+        default="public",
+        metavar="SCHEMA",
+        help="with --sql: the schema the tables will live in (default: %(default)s)",
+    )
 
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.source.engine import normalize_url
+    from exporter.source.migrate import current_revision, upgrade, upgrade_sql
+
+    if args.sql:
+        url = normalize_url(settings.database_url or "postgresql://")
+        upgrade_sql(url, sys.stdout, schema=args.sql_schema)
+        return 0
     engine = serve.open_engine(settings)
     try:
         upgrade(engine)
@@ -138,7 +200,7 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 DB_COMMANDS = (
-    Command("upgrade", "create or migrate the schema", _no_arguments, _db_upgrade),
+    Command("upgrade", "create or migrate the schema", _upgrade_arguments, _db_upgrade),
     Command(
         "tenant-role",
         "create or update a login role that reads one organization's rows",
@@ -151,8 +213,36 @@ DB_COMMANDS = (
         tenancy_commands.role_arguments,
         tenancy_commands.reader_role,
     ),
+    Command(
+        "writer-role",
+        "create or update the pipeline's login role: writes the sync log's rows, no DDL",
+        tenancy_commands.role_arguments,
+        tenancy_commands.writer_role,
+    ),
 )
+
+
+def _healthcheck_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ready", action="store_true", help="ask /readyz (a snapshot was read) instead of /healthz"
+    )
+
+
+def _healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.serve.healthcheck import probe
+
+    print(probe(settings, ready=args.ready))
+    return 0
+
+
 TOOL_COMMANDS = (
+    Command(
+        "healthcheck",
+        "probe the exporter on this host (a container HEALTHCHECK): exit 0 if it answers",
+        _healthcheck_arguments,
+        _healthcheck,
+        ("web.listen_address", "web.config_file", "log.level"),
+    ),
     Command(
         "grafana-tenants",
         "set up one Grafana organization per customer organization",
@@ -168,16 +258,43 @@ TOOL_COMMANDS = (
 )
 
 
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--refresh-interval -5s`` as ``--refresh-interval=-5s``.
+
+    argparse takes a value starting with a dash for the next flag and says only
+    "expected one argument"; joined, the value reaches the option's own check, which names
+    the flag and the value. No flag of ours starts with a dash and a digit.
+    """
+    args = list(argv)
+    joined: list[str] = []
+    index = 0
+    while index < len(args):
+        item = args[index]
+        following = args[index + 1] if index + 1 < len(args) else ""
+        if item.startswith("--") and "=" not in item and re.match(r"-\.?\d", following):
+            joined.append(f"{item}={following}")
+            index += 2
+            continue
+        joined.append(item)
+        index += 1
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
         if args.command == "serve":
             return serve.serve(args)
         if args.command == "demo":
             return serve.demo(args)
         settings = serve.settings_from(args)
         logs.setup(settings.log_level, settings.log_format)
+        serve.warn_unknown_environment()
         return int(args.run(args, settings))
+    except MissingCommand as exc:
+        print(exc.usage, end="", file=sys.stderr)
+        print(f"{exc.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ExporterError as exc:
         print(f"{exc.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code

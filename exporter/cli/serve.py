@@ -20,21 +20,36 @@ from exporter.errors import PROG, OutsideFailure
 from exporter.serve.refresher import Refresher
 from exporter.serve.webconfig import WebConfig
 from exporter.source.deadline import client_deadline
-from exporter.source.engine import engine_for, redact
+from exporter.source.engine import engine_for, redact, sqlite_path
 
 log = logging.getLogger("exporter")
 
 
-def settings_from(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Settings:
+def settings_from(
+    args: argparse.Namespace,
+    defaults: dict[str, Any] | None = None,
+    flags_only: frozenset[str] = frozenset(),
+) -> Settings:
     flags = {key: getattr(args, key, None) for key in config.OPTIONS_BY_KEY}
-    return config.load(flags, getattr(args, "config", None), defaults=defaults)
+    return config.load(
+        flags, getattr(args, "config", None), defaults=defaults, flags_only=flags_only
+    )
 
 
-def open_engine(settings: Settings, *, statement_timeout: float | None = None) -> Engine:
+def warn_unknown_environment() -> None:
+    """After logging is set up: a misspelled ACCOUNTING_SYNC_* variable is named, not ignored."""
+    for warning in config.unknown_environment():
+        log.warning(warning)
+
+
+def open_engine(
+    settings: Settings, *, statement_timeout: float | None = None, existing_only: bool = False
+) -> Engine:
     return engine_for(
         settings.require_database_url(),
         settings.database_password_file,
         statement_timeout=statement_timeout,
+        existing_only=existing_only,
     )
 
 
@@ -46,7 +61,17 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: configuration is valid")
         return 0
     logs.setup(settings.log_level, settings.log_format)
-    engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
+    warn_unknown_environment()
+    engine = open_engine(
+        settings, statement_timeout=settings.database_statement_timeout, existing_only=True
+    )
+    missing = sqlite_path(engine.url)
+    if missing is not None and not missing.is_file():
+        # Not fatal (the file may be on its way, as a database may be down), but said.
+        log.warning(
+            "no SQLite sync log at this path; nothing to serve until it exists",
+            extra={"path": str(missing), "hint": "check --database-url, or run `db upgrade`"},
+        )
     return run_exporter(settings, engine, web)
 
 
@@ -57,16 +82,33 @@ def web_config(settings: Settings) -> WebConfig:
 
 
 def demo(args: argparse.Namespace) -> int:
+    """The demo writes only into a database named on its own command line, or a temporary
+    SQLite file that is removed however the demo ends (Ctrl-C, SIGTERM, a busy port)."""
     from exporter import demo as simulated
+    from exporter.cli.commands import DEMO_DEFAULTS
 
-    settings = settings_from(args, defaults={"refresh.interval": 2.0})
+    # The environment's and the config file's URL are for serve: never the demo's target.
+    settings = settings_from(args, defaults=DEMO_DEFAULTS, flags_only=frozenset({"database.url"}))
     web = web_config(settings)
     logs.setup(settings.log_level, settings.log_format)
-    url = settings.database_url or simulated.default_database_url()
-    settings = Settings(**{**settings.__dict__, "database_url": url})
-    engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
-    simulation = simulated.prepare(engine, seed=args.seed)
-    return run_exporter(settings, engine, web, background=[simulation], banner=simulated.banner)
+    warn_unknown_environment()
+    # Until run_exporter takes over the signals: SIGTERM unwinds like Ctrl-C, so the
+    # temporary sync log is still removed (the default action would just end the process).
+    signal.signal(signal.SIGTERM, _interrupt)
+    with simulated.demo_database(settings.database_url) as url:
+        settings = Settings(**{**settings.__dict__, "database_url": url})
+        engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
+        try:
+            simulation = simulated.prepare(engine, seed=args.seed)
+            return run_exporter(
+                settings, engine, web, background=[simulation], banner=simulated.banner
+            )
+        finally:
+            engine.dispose()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class Background(Protocol):
@@ -104,7 +146,11 @@ def run_exporter(
         )
     except OSError as exc:
         host, port = settings.web_listen_address
-        raise OutsideFailure(f"--web.listen-address {host}:{port}: {exc.strerror}") from exc
+        # Exit 1: the configuration may be right, something else holds the port right now.
+        raise OutsideFailure(
+            f"cannot listen on {host or '*'}:{port}: {exc.strerror} "
+            "(is another process using it? stop it, or pick another --web.listen-address)"
+        ) from exc
     listeners = list(background) + _change_listeners(settings, refresher)
     refresher.start()
     for item in listeners:

@@ -6,13 +6,14 @@ replica. A refresh produces a new immutable ``ServedState``; this renders it at 
 once per (format, compression) and hands the same bytes to every scrape after that.
 
 The process metrics (memory, CPU, file descriptors) change between scrapes, so they
-are rendered per scrape, and appended: a second gzip member for compressed bodies,
-which HTTP clients (Prometheus included) read as one stream.
+are rendered per scrape and appended. A compressed body stays one gzip member: the
+compressor that packed the cached part is kept unflushed, and each scrape continues a
+copy of it with the per-scrape tail. A second member would be legal gzip, but
+``curl --compressed`` (and other clients) silently stop after the first one.
 """
 
 from __future__ import annotations
 
-import gzip
 import threading
 import zlib
 
@@ -39,7 +40,30 @@ def wants_openmetrics(accept_header: str | None) -> bool:
 
 
 def wants_gzip(accept_encoding: str | None) -> bool:
-    return "gzip" in (accept_encoding or "")
+    """Whether the client accepts gzip, by RFC 9110 content coding and q-value.
+
+    prometheus_client's ``gzip_accepted`` matches the coding name only, so it would send
+    gzip to a client that says ``gzip;q=0`` ("not gzip"); hence this parser. ``*`` stands
+    for every coding not named; an unreadable q-value counts as not acceptable.
+    """
+    named: dict[str, float] = {}
+    for item in (accept_encoding or "").split(","):
+        coding, *parameters = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, raw = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(raw.strip())
+                except ValueError:
+                    quality = 0.0
+        if coding:
+            named[coding.lower()] = quality
+    if "gzip" in named:
+        return named["gzip"] > 0
+    if "x-gzip" in named:
+        return named["x-gzip"] > 0
+    return named.get("*", 0.0) > 0
 
 
 def _render(registry: CollectorRegistry, openmetrics: bool) -> bytes:
@@ -73,7 +97,8 @@ class Exposition:
             previous._lines if previous is not None else None
         )
         self._rendered: textformat.Pieces | None = None
-        self._gzipped: dict[bool, bytes] = {}
+        # Per format: the compressed cached part and its compressor, not yet flushed.
+        self._gzipped: dict[bool, tuple[bytes, zlib._Compress]] = {}
         self._lock = threading.RLock()
 
     def _pieces(self) -> textformat.Pieces:
@@ -86,19 +111,19 @@ class Exposition:
                     self._rendered = pieces
         return pieces
 
-    def _compressed(self, openmetrics: bool) -> bytes:
-        body = self._gzipped.get(openmetrics)
-        if body is not None:
-            return body
+    def _compressed(self, openmetrics: bool, extra: bytes) -> list[bytes]:
+        """The cached part once compressed, then ``extra`` and the gzip trailer: one member."""
         with self._lock:
-            body = self._gzipped.get(openmetrics)
-            if body is None:
+            cached = self._gzipped.get(openmetrics)
+            if cached is None:
                 # Streamed chunk by chunk: no second copy of the uncompressed body.
                 packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
                 parts = [packer.compress(c) for c in self._pieces().chunks(openmetrics=openmetrics)]
-                body = b"".join([*parts, packer.flush()])
-                self._gzipped[openmetrics] = body
-        return body
+                cached = (b"".join(parts), packer)
+                self._gzipped[openmetrics] = cached
+            # A copy, so that the kept compressor stays where the cached part ends.
+            tail = cached[1].copy()
+        return [cached[0], tail.compress(extra) + tail.flush()]
 
     def prerender(self) -> None:
         """Render both formats now, off the scrape path."""
@@ -112,7 +137,7 @@ class Exposition:
         """
         runtime = _render(_RUNTIME, openmetrics)
         if compressed:
-            return [self._compressed(openmetrics), gzip.compress(runtime, 1)]
+            return self._compressed(openmetrics, runtime)
         return self._pieces().chunks(openmetrics=openmetrics, extra=runtime)
 
     def body(self, *, openmetrics: bool, compressed: bool) -> bytes:

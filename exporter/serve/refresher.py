@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from psycopg.errors import UndefinedTable
 from sqlalchemy import Engine
 
 from exporter.errors import one_line
@@ -37,6 +38,15 @@ log = logging.getLogger(__name__)
 JOB_ID = "refresh"
 INTERVAL = "interval"
 NOTIFICATION = "notification"
+
+
+NOT_MIGRATED_HINT = "the sync log has no schema yet: run `accounting-sync-exporter db upgrade`"
+
+
+def not_migrated(exc: BaseException) -> bool:
+    """Whether a read failed for want of the sync log's tables (a database never migrated)."""
+    cause = getattr(exc, "orig", None) or exc
+    return isinstance(cause, UndefinedTable) or "no such table" in str(cause)
 
 
 class Refresher:
@@ -90,10 +100,15 @@ class Refresher:
             except Exception as exc:  # any failure of the source keeps the last good state
                 duration = time.perf_counter() - started
                 if previous.source_up or previous.generation == 0:
-                    log.error(
-                        "cannot read the sync log; serving the last good snapshot",
-                        extra={"error": one_line(exc), "duration_seconds": round(duration, 3)},
+                    fields = {"error": one_line(exc), "duration_seconds": round(duration, 3)}
+                    if not_migrated(exc):
+                        fields["hint"] = NOT_MIGRATED_HINT
+                    served = (
+                        "serving the last good snapshot"
+                        if previous.last_refresh_at is not None
+                        else "no snapshot to serve yet"
                     )
+                    log.error(f"cannot read the sync log; {served}", extra=fields)
                 else:
                     log.debug("sync log still unreadable", extra={"error": one_line(exc)})
                 self._publish(

@@ -3,7 +3,8 @@
 The standard library's threading server is enough here because a scrape only copies
 bytes that the refresher rendered earlier; it never waits on the database. A custom
 handler (rather than prometheus_client's) is what lets the exporter-toolkit web config
-(TLS, basic auth, extra headers) apply to every path.
+(TLS, basic auth, extra headers) apply to every path; basic auth spares only the
+two probes, which carry no data.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from exporter.serve.refresher import Refresher
 from exporter.serve.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
+
+# The probes answer without credentials (see docs/install.md): "OK" or "not ready", no data.
+PROBES = ("/healthz", "/readyz")
 
 
 class _Server(ThreadingHTTPServer):
@@ -99,6 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path in PROBES:
+            # Liveness and readiness answer without credentials, so that a container or
+            # Kubernetes probe keeps working once basic auth is configured; they say only
+            # "OK" or "not ready", nothing read from the sync log.
+            self._probe(path)
+            return
         if not self.server.web.authorized(self.headers.get("Authorization")):
             self._send(
                 401,
@@ -107,22 +118,18 @@ class _Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": 'Basic realm="accounting-sync-exporter"'},
             )
             return
-        path = self.path.split("?", 1)[0]
         if path == self.server.telemetry_path:
             self._metrics()
-        elif path == "/healthz":
-            self._send(200, b"OK\n", "text/plain; charset=utf-8")
-        elif path == "/readyz":
-            if self.server.refresher.ready:
-                self._send(200, b"OK\n", "text/plain; charset=utf-8")
-            else:
-                self._send(
-                    503, b"no snapshot of the sync log read yet\n", "text/plain; charset=utf-8"
-                )
         elif path == "/":
             self._landing()
         else:
             self._send(404, b"Not Found\n", "text/plain; charset=utf-8")
+
+    def _probe(self, path: str) -> None:
+        if path == "/healthz" or self.server.refresher.ready:
+            self._send(200, b"OK\n", "text/plain; charset=utf-8")
+        else:
+            self._send(503, b"not ready\n", "text/plain; charset=utf-8")
 
     def _metrics(self) -> None:
         openmetrics = wants_openmetrics(self.headers.get("Accept"))
@@ -131,7 +138,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.server.refresher.exposition.chunks(
             openmetrics=openmetrics, compressed=compressed
         )
-        extra = {"Content-Encoding": "gzip"} if compressed else {}
+        # Caches must not hand a gzip body to a client that did not ask for one.
+        extra = {"Vary": "Accept-Encoding"}
+        if compressed:
+            extra["Content-Encoding"] = "gzip"
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         self._send(200, body, content_type, extra)
 

@@ -7,12 +7,14 @@ migration scripts travel with the wheel.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -33,6 +35,20 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def upgrade_sql(url: URL, output: TextIO, *, schema: str = "public") -> None:
+    """Write the SQL of every migration (Alembic's offline mode) instead of running it.
+
+    For a DBA who reviews DDL before it runs, or who applies it with their own tools. No
+    connection is made, so the SQL cannot depend on what the database holds: it creates
+    the whole schema, from nothing, in ``schema`` (where the tenancy functions live).
+    """
+    config = Config(output_buffer=output)
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    config.attributes["schema"] = schema
+    command.upgrade(config, "head", sql=True)
 
 
 def current_revision(engine: Engine) -> str | None:

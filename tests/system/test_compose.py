@@ -236,3 +236,33 @@ def test_the_secrets_init_script_writes_what_the_services_read(tmp_path):
         text = yaml.safe_dump(service)
         read |= set(re.findall(r"/run/secrets/([\w-]+)", text))
     assert read - {"tenants"} <= set(first), read - set(first)
+
+
+def test_healthchecks_of_the_exporter_image_use_its_own_probe_command():
+    """The probe follows the exporter's configuration (port, TLS) and needs no credentials,
+    unlike a hard-coded http://127.0.0.1:9839 URL."""
+    parser = build_parser()
+    for name, service in SERVICES.items():
+        if "build" not in service or "healthcheck" not in service:
+            continue
+        test = service["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "accounting-sync-exporter", "healthcheck"], name
+        probe = parser.parse_args(test[2:])
+        served = parser.parse_args(service["command"])
+        # The same address the service serves on.
+        assert getattr(probe, "web.listen_address") == getattr(served, "web.listen_address")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    lines = dockerfile.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HEALTHCHECK"))
+    healthcheck = lines[start + 1]  # the CMD on its continuation line
+    assert healthcheck.strip().startswith("CMD [")
+    assert '"accounting-sync-exporter", "healthcheck"' in healthcheck
+    assert "9839" not in healthcheck
+
+
+def test_the_pipeline_gets_a_writer_role_that_owns_nothing():
+    migrate = _exporter_commands()["migrate"]
+    writer = [argv for argv in migrate if argv[:2] == ["db", "writer-role"]]
+    assert len(writer) == 1
+    assert writer[0][writer[0].index("--role") + 1] == "accounting_sync_pipeline"
+    assert "/run/secrets/pipeline-password" in writer[0]

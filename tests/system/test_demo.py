@@ -1,8 +1,8 @@
 """``accounting-sync-exporter demo``: what a new user sees after ``make demo``.
 
 The demo runs as a real subprocess on a free port; its sync log is created in the test's
-own temporary directory (``TMPDIR``) or in a PostgreSQL database given with
-``--database-url``.
+own temporary directory (``TMPDIR``) and removed at exit, or in a PostgreSQL database
+given with ``--database-url``.
 """
 
 from __future__ import annotations
@@ -76,8 +76,10 @@ def test_demo_on_its_embedded_sqlite_shows_every_state_and_keeps_changing(tmp_pa
         check_demo_content(first)
         later = wait_for_change(exporter, first)
         check_demo_content(later)
-    # The sync log lives where temporary files go, not in the working directory.
-    assert list(tmp_path.glob("accounting-sync-demo-*/sync-log.db"))
+        # The sync log lives where temporary files go, not in the working directory...
+        assert list(tmp_path.glob("accounting-sync-demo-*/sync-log.db"))
+    # ...and goes with the demo (test_demo_safety.py tries every way it can end).
+    assert not list(tmp_path.glob("accounting-sync-demo-*"))
     assert exporter.process.returncode == 0, exporter.log()
     assert "Traceback" not in exporter.log()
 

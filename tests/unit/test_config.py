@@ -7,6 +7,7 @@ and the message must name the flag, variable or dotted key the user has to fix.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -221,3 +222,141 @@ def test_check_config_reports_success_and_starts_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
     assert not Path(tmp_path / "synclog.db").exists()  # it did not even open the database
+
+
+# --- one configuration story for every command (issue 14)
+
+FLAG_CASES_14 = [
+    # A value starting with a dash reaches the option's own check (not argparse's
+    # "expected one argument"), which names the flag and shows the value.
+    (["--refresh-interval", "-5s"], ("--refresh-interval", "-5s")),
+    (["--database.statement-timeout", "-1s"], ("--database.statement-timeout", "-1s")),
+    (["--refresh.debounce", "10m"], ("--refresh.debounce", "10m", "at most")),
+]
+
+
+@pytest.mark.parametrize(("argv", "named"), FLAG_CASES_14, ids=lambda v: " ".join(v))
+def test_a_bad_value_is_named_with_what_was_typed(capsys, tmp_path, argv, named):
+    (tmp_path / "synclog.db").touch()
+    url = f"sqlite:///{tmp_path / 'synclog.db'}"
+    assert_rejected(capsys, ["--database-url", url, *argv], *named)
+
+
+def test_a_debounce_within_the_bound_is_accepted(tmp_path):
+    settings = config.load({"refresh.debounce": "10s"}, environ={})
+    assert settings.refresh_debounce == 10.0
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "hidden"),
+    [
+        ("notaurl", "'notaurl'", None),
+        ("postgres:/alice:hunter2@db/sync", "postgres:/alice:***@db/sync", "hunter2"),
+    ],
+)
+def test_an_unparseable_database_url_is_shown_as_typed_without_its_password(
+    capsys, url, shown, hidden
+):
+    line = assert_rejected(capsys, ["--database-url", url], "--database-url", shown)
+    assert "postgresql://" in line  # says what a URL looks like
+    if hidden:
+        assert hidden not in line
+
+
+def test_the_dotted_spellings_are_aliases_of_the_contract_flags(tmp_path):
+    args = cli_settings("serve", "--database.url", "sqlite:///a.db", "--refresh.interval", "7s")
+    assert args.database_url == "sqlite:///a.db"
+    assert args.refresh_interval == 7.0
+    contract = cli_settings("serve", "--database-url", "sqlite:///b.db", "--refresh-interval", "8s")
+    assert (contract.database_url, contract.refresh_interval) == ("sqlite:///b.db", 8.0)
+
+
+def cli_settings(*argv: str) -> config.Settings:
+    from exporter.cli import commands, serve
+
+    return serve.settings_from(commands.build_parser().parse_args(list(argv)))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["db", "upgrade"],
+        ["db", "reader-role", "--role", "r"],
+        ["db", "writer-role", "--role", "r"],
+        ["db", "tenant-role", "--org", "o", "--role", "r"],
+        ["demo"],
+        ["alertmanager-config", "--base", "b", "--contacts", "c"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_every_command_takes_its_options_from_the_config_file(tmp_path, command):
+    path = tmp_path / "exporter.yml"
+    path.write_text("database:\n  password_file: /nonexistent/pw\nlog:\n  level: debug\n")
+    from exporter.cli import commands
+
+    args = commands.build_parser().parse_args([*command, "--config", str(path)])
+    with pytest.raises(config.ConfigError) as bad:
+        from exporter.cli import serve
+
+        serve.settings_from(args)
+    assert f"{path}: database.password_file" in str(bad.value)
+
+
+def test_db_upgrade_reads_the_database_url_from_the_config_file(tmp_path):
+    path = tmp_path / "exporter.yml"
+    db = tmp_path / "from-config.db"
+    path.write_text(f"database:\n  url: sqlite:///{db}\n")
+    result = subprocess.run(
+        [*EXPORTER, "db", "upgrade", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert db.is_file()
+    # Alembic's dialect chatter is gone; what it migrated is still said.
+    assert "Context impl" not in result.stderr and "Will assume" not in result.stderr
+    assert "Running upgrade" in result.stderr
+
+
+def test_a_misspelled_environment_variable_is_named_in_a_warning(tmp_path):
+    (tmp_path / "synclog.db").touch()
+    result = subprocess.run(
+        [*EXPORTER, "db", "upgrade", "--database-url", f"sqlite:///{tmp_path / 'synclog.db'}"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "ACCOUNTING_SYNC_REFRESH_INTERVALL": "5s"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "level=warn" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "ACCOUNTING_SYNC_REFRESH_INTERVALL" in warnings[0]
+    assert "ACCOUNTING_SYNC_REFRESH_INTERVAL?" in warnings[0]  # the suggestion
+
+
+def test_the_bare_command_prints_the_usage_line_and_exits_2():
+    result = subprocess.run(EXPORTER, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: accounting-sync-exporter")
+    assert "{serve,demo,db," in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("accounting-sync-exporter: error:")
+
+
+def test_help_lists_the_log_choices_and_the_demo_shows_its_own_refresh_default():
+    from exporter.cli import commands
+
+    parser = commands.build_parser()
+    serve_help = _help(parser, "serve")
+    assert "{debug,info,warn,error}" in serve_help
+    assert "{logfmt,json}" in serve_help
+    assert "--database.url" in serve_help and "--refresh.interval" in serve_help
+    demo_help = _help(parser, "demo")
+    assert "(default: 2s)" in demo_help and "(default: 15s)" not in demo_help
+    assert "never the environment" in demo_help
+
+
+def _help(parser, command: str) -> str:  # type: ignore[no-untyped-def]
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    return " ".join(out.getvalue().split())

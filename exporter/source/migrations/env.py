@@ -6,15 +6,23 @@ from alembic import context
 
 from exporter.source.schema import Base
 
-connection = context.config.attributes.get("connection")
-if connection is None:  # pragma: no cover - only the project's own runner calls Alembic
-    raise RuntimeError("run migrations through `accounting-sync-exporter db upgrade`")
-
-context.configure(
-    connection=connection,
-    target_metadata=Base.metadata,
-    render_as_batch=connection.dialect.name == "sqlite",
-    compare_type=True,
-)
+if context.is_offline_mode():
+    # `db upgrade --sql`: the DDL as text for a DBA to review and apply; no connection.
+    context.configure(
+        url=context.config.attributes["url"],
+        target_metadata=Base.metadata,
+        literal_binds=True,
+        compare_type=True,
+    )
+else:
+    connection = context.config.attributes.get("connection")
+    if connection is None:  # pragma: no cover - only the project's own runner calls Alembic
+        raise RuntimeError("run migrations through `accounting-sync-exporter db upgrade`")
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
 with context.begin_transaction():
     context.run_migrations()

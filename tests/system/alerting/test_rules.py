@@ -243,7 +243,15 @@ def test_render_command_exits_2_with_one_line(tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "alerting.render", "--grafana-url", "ftp://x"],
+        [
+            sys.executable,
+            "-m",
+            "alerting.render",
+            "--grafana-url",
+            "ftp://x",
+            "--runbook-url",
+            "https://wiki.example.org/rb",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -251,3 +259,17 @@ def test_render_command_exits_2_with_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--grafana-url" in result.stderr
+
+
+def test_render_requires_the_runbook_url_so_no_alert_links_to_the_placeholder(tmp_path):
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "alerting.render", "--grafana-url", "https://grafana.example.org"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ALERTING.parent,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "--runbook-url" in result.stderr

@@ -2,7 +2,8 @@
 
 A self-signed certificate is made with the ``openssl`` command, the exporter runs as a real
 process, and a client that verifies that certificate talks to it over a real TLS handshake.
-Wrong or missing credentials get 401; the log, even at debug level, holds no secret.
+Wrong or missing credentials get 401 on every path but the two probes, which answer
+only "OK" / "not ready" without credentials; the log, even at debug level, holds no secret.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def tls_exporter(args: list[str], tmp_path: Path, context: ssl.SSLContext) -> It
         stop_process(process)
 
 
-def test_tls_and_basic_auth_protect_every_path_and_no_secret_is_logged(
+def test_tls_and_basic_auth_protect_every_data_path_and_no_secret_is_logged(
     pg_url, web_config, certificate, tmp_path
 ):
     assert run_cli("db", "upgrade", "--database-url", pg_url).returncode == 0
@@ -118,7 +119,7 @@ def test_tls_and_basic_auth_protect_every_path_and_no_secret_is_logged(
         assert value(parse_metrics(body.decode()), "accounting_sync_exporter_source_up") == 1
         assert headers.get("X-Content-Type-Options") == "nosniff"
 
-        for path in ("/metrics", "/healthz", "/readyz", "/"):
+        for path in ("/metrics", "/", "/metrics/../healthz", "/healthzx"):
             for credentials in (
                 {},
                 _basic("prometheus", WRONG),
@@ -144,7 +145,13 @@ def test_tls_and_basic_auth_protect_every_path_and_no_secret_is_logged(
         else:
             assert status != 200 and b"accounting_sync" not in body
 
-        assert http_get(url + "/healthz", _basic("prometheus", PASSWORD), context=verify)[0] == 200
+        # The probes: through without credentials (a container HEALTHCHECK has none), and
+        # with wrong ones, yet they carry nothing read from the sync log.
+        for path in ("/healthz", "/readyz", "/healthz?verbose=1"):
+            for credentials in ({}, _basic("prometheus", WRONG), _basic("prometheus", PASSWORD)):
+                status, headers, body = http_get(url + path, credentials, context=verify)
+                assert (status, body) == (200, b"OK\n"), (path, credentials)
+                assert "WWW-Authenticate" not in headers
         assert process.poll() is None
     log = log_path.read_text()
     assert "https://" in log  # it says where it listens

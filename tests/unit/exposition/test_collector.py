@@ -7,6 +7,7 @@ as the server serves them; every assertion is about what a Prometheus user would
 from __future__ import annotations
 
 import gzip
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -257,3 +258,50 @@ def test_content_negotiation() -> None:
     assert not wants_openmetrics(None)
     assert wants_gzip("gzip, deflate")
     assert not wants_gzip("identity")
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("GZIP;q=0.5", True),
+        ("deflate, gzip;q=1.0, br", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000", False),
+        ("identity, *;q=0", False),
+        ("*;q=1, gzip;q=0", False),
+        ("x-gzip", True),
+        ("br", False),
+        ("gzip;q=bogus", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_gzip_is_sent_only_when_its_quality_is_above_zero(
+    header: str | None, accepted: bool
+) -> None:
+    assert wants_gzip(header) is accepted
+
+
+def _runtime_free(body: bytes) -> list[bytes]:
+    """The lines that do not change between scrapes (the process's own series do)."""
+    lines = body.splitlines()
+    return [line for line in lines if b"process_" not in line and b"python_" not in line]
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_gzip_body_is_one_member_holding_every_series(openmetrics: bool) -> None:
+    exposition = Exposition(state(busy(), fresh(name=AWKWARD_NAME)))
+    for _ in range(2):  # the second scrape continues the kept compressor again
+        packed = exposition.body(openmetrics=openmetrics, compressed=True)
+        plain = exposition.body(openmetrics=openmetrics, compressed=False)
+        reader = zlib.decompressobj(31)  # reads exactly one gzip member, as curl does
+        first_member = reader.decompress(packed) + reader.flush()
+        assert reader.eof
+        assert reader.unused_data == b"", "more than one gzip member"
+        assert first_member == gzip.decompress(packed)
+        assert b"process_" in first_member or b"python_" in first_member
+        assert _runtime_free(first_member) == _runtime_free(plain)
+        if openmetrics:
+            assert first_member.endswith(b"# EOF\n")

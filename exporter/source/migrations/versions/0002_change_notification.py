@@ -147,7 +147,8 @@ def _drop_last_run_summary() -> None:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    # The context, not a bind: offline (`db upgrade --sql`) there is no connection.
+    if op.get_context().dialect.name != "postgresql":
         return
     _create_last_run_summary()
     # The payload is the table name: constant per table, so PostgreSQL deduplicates it
@@ -172,7 +173,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    # The context, not a bind: offline (`db upgrade --sql`) there is no connection.
+    if op.get_context().dialect.name != "postgresql":
         return
     _drop_last_run_summary()
     for table in TABLES:

@@ -47,11 +47,22 @@ IS_TENANT = "accounting_sync_is_tenant"
 TENANT_ORG = "accounting_sync_tenant_org"
 
 
+def _schema() -> str:
+    """The schema the tables live in; offline (`db upgrade --sql`), the one asked for."""
+    migration = op.get_context()
+    if migration.as_sql:
+        return (
+            str(migration.config.attributes.get("schema", "public"))
+            if migration.config
+            else "public"
+        )
+    return str(op.get_bind().exec_driver_sql("SELECT current_schema()").scalar_one())
+
+
 def upgrade() -> None:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
+    if op.get_context().dialect.name != "postgresql":
         return
-    schema = bind.exec_driver_sql("SELECT current_schema()").scalar_one()
+    schema = _schema()
     q = f'"{schema}"'
     op.execute(
         f"CREATE TABLE {q}.{MAPPING} ("
@@ -105,8 +116,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
+    if op.get_context().dialect.name != "postgresql":
         return
     for table in TABLES:
         op.execute(f"DROP POLICY IF EXISTS tenant_rows ON {table}")
