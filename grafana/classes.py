@@ -116,19 +116,25 @@ def class_case(
     return "\n".join(lines)
 
 
-def classify_join(code_column: str, message_column: str, alias: str = "c") -> str:
+def classify_join(
+    code_column: str, message_column: str, alias: str = "c", *, only_if: str = ""
+) -> str:
     """FROM-clause items adding ``{alias}.error_class`` to each row of the query.
 
     The code and message are cleaned as the exporter cleans them (control characters to
     spaces, trimmed, the message cut where the exporter stops searching), then classified.
+    With ``only_if`` (a condition), rows that fail it get a NULL class instead: a record
+    with no error logged has no class, rather than ``unknown``.
     """
     code = f"lower({_cleaned(code_column, 200)})"
     message = _cleaned(message_column, MESSAGE_PREFIX)
     cleaned = f"{alias}_text"
+    join = "LEFT JOIN LATERAL" if only_if else "CROSS JOIN LATERAL"
+    on = f" ON {only_if}" if only_if else ""
     return (
         f"CROSS JOIN LATERAL (SELECT {code} AS code, {message} AS message) {cleaned}\n"
-        f"CROSS JOIN LATERAL (SELECT\n  "
-        f"{class_case(f'{cleaned}.code', f'{cleaned}.message')} AS error_class) {alias}"
+        f"{join} (SELECT\n  "
+        f"{class_case(f'{cleaned}.code', f'{cleaned}.message')} AS error_class) {alias}{on}"
     )
 
 
@@ -146,6 +152,4 @@ def words_case(class_column: str) -> str:
 
 def heals_case(class_column: str) -> str:
     """Whether the class heals by itself, in words, for a SQL table column."""
-    return _mapping_case(
-        class_column, {c: HEALS_WORDS[heals_by_itself(c)] for c in ERROR_CLASSES}
-    )
+    return _mapping_case(class_column, {c: HEALS_WORDS[heals_by_itself(c)] for c in ERROR_CLASSES})
