@@ -128,6 +128,6 @@ def test_patterns_without_a_postgresql_equivalent_are_refused_not_mistranslated(
 
 
 def test_the_case_expression_has_a_branch_per_rule_and_falls_back_to_unknown():
-    case = class_case("code", "message")
+    case = class_case("code", "message", "lower(message)")
     assert case.count("WHEN") == len(BUILTIN_RULES)
     assert "ELSE 'unknown'" in case

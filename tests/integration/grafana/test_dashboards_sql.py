@@ -337,3 +337,31 @@ def test_the_rejected_records_table_is_bounded(sync_log):
     assert {(r["error_class"], r["what_it_means"], r["heals_by_itself"]) for r in no_error} == {
         (None, None, None)
     }, "no error, no class (not unknown)"
+
+
+def test_the_last_runs_failed_records_are_bounded_to_the_newest(sync_log):
+    engine, *_ = sync_log
+    run = Pipeline(engine).add_finished_run(
+        "hlf",
+        "xledger",
+        "partial",
+        started_at=NOW - timedelta(minutes=2),
+        finished_at=NOW - timedelta(minutes=1),
+        records_total=1200,
+        records_failed=1200,
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sync_record_error (run_id, org_id, connector, record_type,"
+                " record_ref, error_code, error_message, occurred_at)"
+                " SELECT :run, 'hlf', 'xledger', 'expense', format('B-%s', k), '429',"
+                " 'Too Many Requests', :at - k * interval '1 second'"
+                " FROM generate_series(1, 1200) AS k"
+            ),
+            {"run": run, "at": NOW},
+        )
+    sql = sql_queries("accounting-sync-errors", "hlf")["Failed records of the last finished sync"]
+    found = rows(engine, sql)
+    assert [r["record_ref"] for r in found] == [f"B-{k}" for k in range(1, 1001)]
+    assert {(r["error_class"], r["heals_by_itself"]) for r in found} == {("throttled", "Yes")}
