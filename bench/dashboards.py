@@ -60,7 +60,8 @@ WITH codes (n, code, message) AS (
 )
 INSERT INTO sync_record_error (run_id, org_id, connector, record_type, record_ref,
                                error_code, error_message, occurred_at)
-SELECT CASE WHEN k %% 2 = 0 THEN (SELECT pg_temp.last_run('xledger')) ELSE (SELECT pg_temp.last_run('dynamics')) END,
+SELECT CASE WHEN k %% 2 = 0 THEN (SELECT pg_temp.last_run('xledger'))
+            ELSE (SELECT pg_temp.last_run('dynamics')) END,
        %(org)s, CASE WHEN k %% 2 = 0 THEN 'xledger' ELSE 'dynamics' END, 'expense',
        format('H-%%s', k), c.code, c.message,
        now() - (k * interval '86400 seconds') / %(errors)s::int
