@@ -16,6 +16,7 @@ dashboard's plain group-by-code query over the same rows.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import signal
@@ -104,9 +105,13 @@ def time_panels(url: str) -> dict[tuple[str, str], tuple[float, int]]:
     """(org, panel) -> (median seconds, rows)."""
     out = {}
     with psycopg.connect(url) as connection:
+
+        def run(statement: str) -> list[tuple[object, ...]]:
+            return connection.execute(statement.encode()).fetchall()
+
         for org in (HEAVY, ORDINARY):
             for title, sql in queries(org).items():
-                seconds, rows = median_time(lambda s=sql: connection.execute(s).fetchall(), 5)
+                seconds, rows = median_time(functools.partial(run, sql), 5)
                 out[(org, title)] = (seconds, len(rows))
     return out
 
