@@ -1,4 +1,8 @@
-"""``accounting-sync-errors``: the failed records of one organization, from the sync log.
+"""``accounting-sync-errors``: what failed for one organization, why, and who must act.
+
+Run-level failures come from Prometheus (the exporter classifies them, operator rules
+included); record errors and rejected records come from the sync log, classified in SQL
+by the exporter's built-in table (grafana/classes.py).
 
 Read with the PostgreSQL datasource (uid ``sync-log``): in a tenant Grafana organization
 that datasource logs in as the tenant's database role, which row-level security limits to
@@ -130,7 +134,7 @@ WHERE e.org_id = '${org}'
   AND $__timeFilter(e.occurred_at)
 GROUP BY c.error_class, e.connector, coalesce(e.error_code, '(none)')
 ORDER BY """
-    + URGENCY.replace("\n", " ")
+    + URGENCY
     + """, errors DESC, error_code, e.connector
 LIMIT 200
 """
