@@ -13,13 +13,17 @@ from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseri
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
+from exporter.classification import NEEDS_ACTION
 from grafana import panels as p
 
-HEALTH = p.per_integration("accounting_sync_health")
+RAW_HEALTH = p.per_integration("accounting_sync_health")
+HEALTH = p.health()
 STALE_WINDOW_HOURS = (
     f"{p.per_integration('accounting_sync_stale_after_seconds')} / 3600"
-    f" and on (org, connector) ({HEALTH} == 2)"
+    f" and on (org, connector) ({RAW_HEALTH} == 2)"
 )
+ACTION_REQUIRED = p.run_error_class(p.ORG_SELECTOR, NEEDS_ACTION)
+ERROR_DETAILS = f"/d/{p.ERRORS_UID}?var-org=${{__field.labels.org}}&${{__url_time_range}}"
 LAST_SUCCESS = p.per_integration("accounting_sync_last_success_timestamp_seconds")
 
 RUNS_SQL = """
@@ -57,7 +61,8 @@ def health() -> stat.Panel:
             "Health",
             "Green: the last sync succeeded. Amber: the last finished sync failed or left "
             "records failed. Red: no successful sync within the integration's window "
-            "(stale_after_seconds, 24 hours by default). One value per connector.",
+            "(stale_after_seconds, 24 hours by default). Grey, Inactive: the integration "
+            "is switched off, so no sync is expected. One value per connector.",
         )
         .with_target(p.promql(HEALTH, "{{connector}}"))
         .mappings(p.health_mappings())
@@ -87,6 +92,47 @@ def stale_warning() -> stat.Panel:
         .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
         .no_value("Synced within the expected window")
         .height(7)
+        .span(8)
+    )
+
+
+def action_required() -> stat.Panel:
+    """Only while the last finished run failed as a whole for a reason no retry gets past."""
+    return (
+        _stat(
+            "Action required",
+            "Appears when a connector's last finished sync failed as a whole for a reason "
+            "that will not heal by itself (credentials, permissions, a closed period, "
+            "invalid or duplicate data): no sync will succeed until someone acts. The "
+            "same condition pages through the AccountingSyncActionRequired alert.",
+        )
+        .with_target(p.promql(ACTION_REQUIRED, "{{connector}}"))
+        .mappings(p.class_mappings(NEEDS_ACTION))
+        .thresholds(p.steps((None, p.RED)))
+        .color_mode(cm.BigValueColorMode.BACKGROUND_SOLID)
+        .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
+        .no_value("No action required")
+        .data_links([p.link("Error details", ERROR_DETAILS, "Why the last sync failed")])
+        .height(5)
+        .span(16)
+    )
+
+
+def rejected() -> stat.Panel:
+    return (
+        _stat(
+            "Rejected records",
+            "Records the pipeline gave up on: they reach the accounting system only if a "
+            "person fixes and resubmits them. Click for the records and their last error.",
+        )
+        .with_target(
+            p.promql(p.per_integration("accounting_sync_rejected_records"), "{{connector}}")
+        )
+        .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
+        .thresholds(p.steps((None, p.GREEN), (1, p.RED)))
+        .color_mode(cm.BigValueColorMode.VALUE)
+        .data_links([p.link("Rejected records", ERROR_DETAILS, "The rejected records")])
+        .height(5)
         .span(8)
     )
 
@@ -173,13 +219,7 @@ def failed() -> stat.Panel:
         .thresholds(p.steps((None, p.GREEN), (1, p.AMBER)))
         .color_mode(cm.BigValueColorMode.VALUE)
         .data_links(
-            [
-                p.link(
-                    "Failed records",
-                    f"/d/{p.ERRORS_UID}?var-org=${{__field.labels.org}}&${{__url_time_range}}",
-                    "The failed records of the last finished run",
-                )
-            ]
+            [p.link("Failed records", ERROR_DETAILS, "The failed records of the last finished run")]
         )
         .height(5)
         .span(6)
@@ -280,6 +320,8 @@ def build() -> db.Dashboard:
         .with_panel(stale_warning())
         .with_panel(connector())
         .with_panel(source_notice())
+        .with_panel(action_required())
+        .with_panel(rejected())
         .with_panel(pending())
         .with_panel(failed())
         .with_panel(last_success())

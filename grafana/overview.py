@@ -16,8 +16,8 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana import panels as p
 
 ALL = ""  # no selector: every organization
-# An organization is as healthy as its worst connector.
-ORG_HEALTH = "max by (org) (accounting_sync_health)"
+# An organization is as healthy as its worst active connector; with none active, Inactive.
+ORG_HEALTH = f"max by (org) ({p.health(ALL)})"
 WITH_NAME = (
     " * on (org, connector) group_left (org_name)"
     " max by (org, connector, org_name) (accounting_sync_org_info)"
@@ -25,9 +25,11 @@ WITH_NAME = (
 DRILL_DOWN = f"/d/{p.ORG_UID}?var-org=${{__data.fields.org}}&${{__url_time_range}}"
 
 
-def _count(title: str, value: int, color: str) -> stat.Panel:
+def _count(title: str, value: int, color: str, description: str = "") -> stat.Panel:
     return (
-        _summary(title, f"Organizations whose worst connector is {title.lower()}.")
+        _summary(
+            title, description or f"Organizations whose worst active connector is {title.lower()}."
+        )
         .with_target(p.promql(f"count(({ORG_HEALTH}) == {value}) or vector(0)"))
         .thresholds(p.steps((None, "text"), (1, color)))
         .color_mode(cm.BigValueColorMode.BACKGROUND_SOLID)
@@ -43,7 +45,7 @@ def _summary(title: str, description: str) -> stat.Panel:
         .graph_mode(cm.BigValueGraphMode.NONE)
         .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .height(4)
-        .span(4)
+        .span(3)
     )
 
 
@@ -84,7 +86,7 @@ def source_notice() -> stat.Panel:
 
 def organizations() -> table.Panel:
     columns = {
-        "A": ("Health", p.per_integration("accounting_sync_health", ALL)),
+        "A": ("Health", p.health(ALL)),
         "B": ("Pending", p.per_integration("accounting_sync_pending_records", ALL)),
         "C": ("Failed in the last sync", p.per_integration("accounting_sync_failed_records", ALL)),
         "D": (
@@ -95,7 +97,10 @@ def organizations() -> table.Panel:
             "Since the last successful sync",
             f"time() - {p.per_integration('accounting_sync_last_success_timestamp_seconds', ALL)}",
         ),
+        "F": ("Rejected", p.per_integration("accounting_sync_rejected_records", ALL)),
     }
+    # Column order on screen; refs stay stable so saved links and tests keep meaning.
+    order = ["A", "B", "C", "F", "D", "E"]
     panel = (
         table.Panel()
         .title("Organizations")
@@ -117,7 +122,7 @@ def organizations() -> table.Panel:
                     "indexByName": {
                         "org_name": 0,
                         "connector": 1,
-                        **{f"Value #{ref}": i + 2 for i, ref in enumerate(columns)},
+                        **{f"Value #{ref}": i + 2 for i, ref in enumerate(order)},
                         "org": 10,
                     },
                     "renameByName": {
@@ -138,6 +143,15 @@ def organizations() -> table.Panel:
                     id_val="custom.cellOptions",
                     value={"type": "color-background", "mode": "basic"},
                 ),
+            ],
+        )
+        .override_by_name(
+            "Rejected",
+            [
+                dm.DynamicConfigValue(
+                    id_val="thresholds", value=p.steps((None, "text"), (1, p.RED)).build()
+                ),
+                dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
             ],
         )
         .override_by_name(
@@ -192,6 +206,14 @@ def build() -> db.Dashboard:
         .with_panel(_count("Amber", 1, p.AMBER))
         .with_panel(_count("Green", 0, p.GREEN))
         .with_panel(
+            _count(
+                "Inactive",
+                p.INACTIVE,
+                p.GREY,
+                "Organizations with no active integration: no sync is expected.",
+            )
+        )
+        .with_panel(
             _total(
                 "Records pending",
                 "accounting_sync_pending_records",
@@ -203,6 +225,13 @@ def build() -> db.Dashboard:
                 "Failed in the last syncs",
                 "accounting_sync_failed_records",
                 "records_failed of each integration's last finished run, summed.",
+            )
+        )
+        .with_panel(
+            _total(
+                "Rejected records",
+                "accounting_sync_rejected_records",
+                "Records given up on, all organizations: each waits for a person.",
             )
         )
         .with_panel(source_notice())

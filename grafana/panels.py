@@ -8,6 +8,7 @@ count and the dashboards do not depend on the recording rules being loaded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Self
 
 from grafana_foundation_sdk.builders import dashboard as db
@@ -17,6 +18,9 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.runtime import UnknownDataquery
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from exporter.classification import ERROR_CLASSES, HEALS_BY_ITSELF, NEEDS_ACTION
+from grafana.classes import CLASS_WORDS, INACTIVE_COLOR
 
 # Fixed uids: the tenant setup provisions per-organization datasources under the same uids,
 # so one dashboard JSON serves the main organization and every tenant organization.
@@ -34,7 +38,16 @@ TIME_FROM = "now-24h"
 TAGS = ["accounting-sync"]
 
 GREEN, AMBER, RED = "green", "orange", "red"
-HEALTH_WORDS = {0: ("Healthy", GREEN), 1: ("Failing", AMBER), 2: ("Stale", RED)}
+GREY = INACTIVE_COLOR
+# What health queries answer for an inactive integration: no sync is expected, so neither
+# its green nor its amber says anything; it must never pass for healthy.
+INACTIVE = -1
+HEALTH_WORDS = {
+    INACTIVE: ("Inactive", GREY),
+    0: ("Healthy", GREEN),
+    1: ("Failing", AMBER),
+    2: ("Stale", RED),
+}
 
 ORG_VARIABLE = "org"
 CONNECTOR_VARIABLE = "connector"
@@ -47,8 +60,63 @@ def health_mappings() -> list[dm.ValueMapping]:
     return [
         dm.ValueMap(
             options={
-                str(value): dm.ValueMappingResult(text=text, color=color, index=value)
-                for value, (text, color) in HEALTH_WORDS.items()
+                str(value): dm.ValueMappingResult(text=text, color=color, index=index)
+                for index, (value, (text, color)) in enumerate(HEALTH_WORDS.items())
+            }
+        )
+    ]
+
+
+def health(selector: str = ORG_SELECTOR) -> str:
+    """Health per integration, ``INACTIVE`` (-1) where the integration is not active.
+
+    The exporter still evaluates an inactive integration (it can be amber, never red);
+    the dashboards replace that value so that every place showing health reads "Inactive".
+    """
+    raw = per_integration("accounting_sync_health", selector)
+    inactive = f"({per_integration('accounting_sync_integration_active', selector)} == 0)"
+    return f"({raw} unless on (org, connector) {inactive}) or ({inactive} - {-INACTIVE})"
+
+
+def class_code(error_class: str) -> int:
+    """A class as a number, so that a stat's value mapping can show it in words."""
+    return ERROR_CLASSES.index(error_class) + 1
+
+
+def run_error_class(selector: str, classes: Iterable[str] = ERROR_CLASSES) -> str:
+    """The last finished run's class (as :func:`class_code`) where it failed as a whole.
+
+    ``accounting_sync_last_run_error_class`` is 1 with the class as a label; a number per
+    class lets Grafana map it to words and a colour, which it cannot do with a label.
+    """
+    wanted = set(classes)
+    metric = "accounting_sync_last_run_error_class"
+    parts = []
+    for error_class in ERROR_CLASSES:
+        if error_class in wanted:
+            matcher = f'error_class="{error_class}"'
+            one = f"{{{matcher}}}" if not selector else f"{selector[:-1]}, {matcher}}}"
+            parts.append(f"{per_integration(metric, one)} * {class_code(error_class)}")
+    return " or ".join(parts)
+
+
+def class_color(error_class: str) -> str:
+    if error_class in NEEDS_ACTION:
+        return RED
+    if error_class in HEALS_BY_ITSELF:
+        return AMBER
+    return GREY
+
+
+def class_mappings(classes: Iterable[str] = ERROR_CLASSES) -> list[dm.ValueMapping]:
+    """:func:`class_code` values as the class in words, red when a person must act."""
+    return [
+        dm.ValueMap(
+            options={
+                str(class_code(c)): dm.ValueMappingResult(
+                    text=CLASS_WORDS[c], color=class_color(c), index=i
+                )
+                for i, c in enumerate(c for c in ERROR_CLASSES if c in set(classes))
             }
         )
     ]

@@ -32,14 +32,24 @@ pytestmark = pytest.mark.postgres
 DASHBOARDS = load()
 NOW = datetime.now(UTC).replace(microsecond=0)
 AWKWARD = "o'brien"  # a quote in the id: interpolation must escape it as Grafana does
+CLOSED_PERIOD = "The Posting Date is not within your range of allowed posting dates."
 
 
 def fail(
-    pipeline: Pipeline, run_id: int, org: str, connector: str, ref: str, code: str, at: datetime
-) -> tuple[str, str, str, str, str]:
+    pipeline: Pipeline,
+    run_id: int,
+    org: str,
+    connector: str,
+    ref: str,
+    code: str | None,
+    at: datetime,
+    message: str | None = None,
+    give_up: bool = False,
+) -> tuple[str, str, str, str | None, str]:
     (record,) = pipeline.enqueue(org, connector, [("expense", ref)], at=at)
-    pipeline.record_failure(run_id, record, f"{ref} rejected", error_code=code, at=at)
-    return (connector, "expense", ref, code, f"{ref} rejected")
+    message = message or f"{ref} rejected"
+    pipeline.record_failure(run_id, record, message, error_code=code, give_up=give_up, at=at)
+    return (connector, "expense", ref, code, message)
 
 
 @pytest.fixture
@@ -72,10 +82,45 @@ def sync_log(pg_url: str):
     old_failure = fail(
         p, earlier, "blindeforbundet", "xledger", "X-OLD", "E1", NOW - timedelta(hours=2)
     )
-    last = run("blindeforbundet", "xledger", "partial", NOW - timedelta(hours=1), 2)
+    # Failed first as unavailable, then given up on as invalid: rejected, last error validation.
+    (twice,) = p.enqueue(
+        "blindeforbundet", "xledger", [("expense", "X-TWICE")], at=NOW - timedelta(hours=3)
+    )
+    p.record_failure(
+        earlier, twice, "Service Unavailable", error_code="503", at=NOW - timedelta(hours=2)
+    )
+    old_twice = ("xledger", "expense", "X-TWICE", "503", "Service Unavailable")
+    last = run("blindeforbundet", "xledger", "partial", NOW - timedelta(hours=1), 5)
+    p.record_failure(
+        last,
+        twice,
+        "Amount: value is required",
+        error_code="Application_FieldValidationException",
+        give_up=True,
+        at=NOW - timedelta(hours=1, seconds=30),
+    )
     expected = {
         fail(p, last, "blindeforbundet", "xledger", "X-1", "E1", NOW - timedelta(hours=1)),
         fail(p, last, "blindeforbundet", "xledger", "X-2", "E2", NOW - timedelta(hours=1)),
+        fail(p, last, "blindeforbundet", "xledger", "X-3", "429", NOW - timedelta(hours=1)),
+        fail(
+            p,
+            last,
+            "blindeforbundet",
+            "xledger",
+            "X-4",
+            None,
+            NOW - timedelta(hours=1, seconds=20),
+            message=CLOSED_PERIOD,
+            give_up=True,
+        ),
+        (
+            "xledger",
+            "expense",
+            "X-TWICE",
+            "Application_FieldValidationException",
+            "Amount: value is required",
+        ),
     }
     running = p.start_run("blindeforbundet", "xledger", at=NOW - timedelta(minutes=5))
     in_progress = fail(
@@ -86,12 +131,12 @@ def sync_log(pg_url: str):
         fail(p, aborted, "blindeforbundet", "dynamics", "D-1", "AUTH", NOW - timedelta(minutes=30))
     )
     other = run("hlf", "xledger", "partial", NOW - timedelta(minutes=20), 1)
-    fail(p, other, "hlf", "xledger", "H-1", "E1", NOW - timedelta(minutes=20))
+    fail(p, other, "hlf", "xledger", "H-1", "E1", NOW - timedelta(minutes=20), give_up=True)
     awkward = run(AWKWARD, "xledger", "partial", NOW - timedelta(minutes=10), 1)
     awkward_failure = fail(
         p, awkward, AWKWARD, "xledger", "OB-1", "E3", NOW - timedelta(minutes=10)
     )
-    yield engine, expected, {old_failure, in_progress}, awkward_failure
+    yield engine, expected, {old_failure, old_twice, in_progress}, awkward_failure
     engine.dispose()
 
 
@@ -169,7 +214,15 @@ def test_errors_over_time_and_by_code_count_only_the_organization_in_range(sync_
     by_code = {
         (r["error_code"], r["connector"]): r["errors"] for r in rows(engine, sql["Errors by code"])
     }
-    assert by_code == {("E1", "xledger"): 3, ("E2", "xledger"): 1, ("AUTH", "dynamics"): 1}
+    assert by_code == {
+        ("E1", "xledger"): 3,
+        ("E2", "xledger"): 1,
+        ("AUTH", "dynamics"): 1,
+        ("429", "xledger"): 1,
+        ("(none)", "xledger"): 1,
+        ("503", "xledger"): 1,
+        ("Application_FieldValidationException", "xledger"): 1,
+    }
 
 
 def test_the_runs_table_lists_the_organizations_runs_for_the_chosen_connector(sync_log):
@@ -195,4 +248,120 @@ def test_every_sql_query_of_every_dashboard_runs(sync_log):
             for sql in sql_queries(uid, org).values():
                 rows(engine, sql)
                 count += 1
-    assert count == 4 * 4  # three on the errors dashboard, one on the org dashboard
+    assert count == 4 * 6  # five on the errors dashboard, one on the org dashboard
+
+
+def test_the_last_runs_failed_records_say_their_class_and_whether_it_heals(sync_log):
+    engine, *_ = sync_log
+    sql = sql_queries("accounting-sync-errors", "blindeforbundet")
+    found = rows(engine, sql["Failed records of the last finished sync"])
+    by_ref = {r["record_ref"]: (r["error_class"], r["heals_by_itself"]) for r in found}
+    assert by_ref == {
+        "X-1": ("unknown", "Unknown"),
+        "X-2": ("unknown", "Unknown"),
+        "X-3": ("throttled", "Yes"),  # HTTP 429
+        "X-4": ("period_closed", "No: a person must act"),  # no code: the message decides
+        "X-TWICE": ("validation", "No: a person must act"),
+        "D-1": ("unknown", "Unknown"),  # a code nobody listed, a message nobody listed
+    }
+    words = {r["error_class"]: r["what_it_means"] for r in found}
+    assert all(words.values()) and len(set(words.values())) == len(words), words
+    assert not set(words.values()) & set(words), "words, not the class names"
+
+
+def test_failures_by_class_come_with_code_and_latest_message_needing_a_person_first(sync_log):
+    engine, *_ = sync_log
+    found = rows(
+        engine, sql_queries("accounting-sync-errors", "blindeforbundet")["Failures by class"]
+    )
+    assert [
+        (r["error_class"], r["connector"], r["error_code"], r["errors"], r["heals_by_itself"])
+        for r in found
+    ] == [
+        ("period_closed", "xledger", "(none)", 1, "No: a person must act"),
+        (
+            "validation",
+            "xledger",
+            "Application_FieldValidationException",
+            1,
+            "No: a person must act",
+        ),
+        ("unknown", "xledger", "E1", 3, "Unknown"),
+        ("unknown", "dynamics", "AUTH", 1, "Unknown"),
+        ("unknown", "xledger", "E2", 1, "Unknown"),
+        ("throttled", "xledger", "429", 1, "Yes"),
+        ("unavailable", "xledger", "503", 1, "Yes"),
+    ]
+    latest = {(r["error_code"], r["connector"]): r["latest_message"] for r in found}
+    assert latest[("E1", "xledger")] == "X-NOW rejected", "the newest of X-OLD, X-1, X-NOW"
+    assert latest[("(none)", "xledger")] == CLOSED_PERIOD
+
+
+def test_rejected_records_show_their_last_error_newest_first(sync_log):
+    engine, *_ = sync_log
+
+    def rejected(org: str) -> list[tuple]:
+        found = rows(engine, sql_queries("accounting-sync-errors", org)["Rejected records"])
+        return [
+            (r["connector"], r["record_ref"], r["error_code"], r["error_message"], r["error_class"])
+            for r in found
+        ]
+
+    assert rejected("blindeforbundet") == [
+        ("xledger", "X-4", None, CLOSED_PERIOD, "period_closed"),
+        # Its earlier failure (503, heals by itself) is not its last error.
+        (
+            "xledger",
+            "X-TWICE",
+            "Application_FieldValidationException",
+            "Amount: value is required",
+            "validation",
+        ),
+    ]
+    assert rejected("hlf") == [("xledger", "H-1", "E1", "H-1 rejected", "unknown")]
+    assert rejected(AWKWARD) == [], "failed but still pending is not rejected"
+
+
+def test_the_rejected_records_table_is_bounded(sync_log):
+    engine, *_ = sync_log
+    ids = Pipeline(engine).enqueue("hlf", "xledger", [("expense", f"H-{i:04}") for i in range(600)])
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE sync_record SET state = 'rejected' WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+    found = rows(engine, sql_queries("accounting-sync-errors", "hlf")["Rejected records"])
+    assert len(found) == 500
+    assert {r["record_ref"] for r in found} <= {f"H-{i:04}" for i in range(600)}
+    no_error = [r for r in found if r["last_error_at"] is None]
+    assert len(no_error) == 500, "no error logged for these"
+    assert {(r["error_class"], r["what_it_means"], r["heals_by_itself"]) for r in no_error} == {
+        (None, None, None)
+    }, "no error, no class (not unknown)"
+
+
+def test_the_last_runs_failed_records_are_bounded_to_the_newest(sync_log):
+    engine, *_ = sync_log
+    run = Pipeline(engine).add_finished_run(
+        "hlf",
+        "xledger",
+        "partial",
+        started_at=NOW - timedelta(minutes=2),
+        finished_at=NOW - timedelta(minutes=1),
+        records_total=1200,
+        records_failed=1200,
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sync_record_error (run_id, org_id, connector, record_type,"
+                " record_ref, error_code, error_message, occurred_at)"
+                " SELECT :run, 'hlf', 'xledger', 'expense', format('B-%s', k), '429',"
+                " 'Too Many Requests', :at - k * interval '1 second'"
+                " FROM generate_series(1, 1200) AS k"
+            ),
+            {"run": run, "at": NOW},
+        )
+    sql = sql_queries("accounting-sync-errors", "hlf")["Failed records of the last finished sync"]
+    found = rows(engine, sql)
+    assert [r["record_ref"] for r in found] == [f"B-{k}" for k in range(1, 1001)]
+    assert {(r["error_class"], r["heals_by_itself"]) for r in found} == {("throttled", "Yes")}

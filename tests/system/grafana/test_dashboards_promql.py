@@ -28,6 +28,7 @@ from exporter.source.pipeline import Pipeline
 from tests.conftest import ADMIN_URL
 from tests.support import exporter_process, http_get, prometheus_server, wait_until
 from tests.support.interpolate import ALL, Context, TimeRange, Variable, interpolate, load, targets
+from tests.support.interpolate import panels as dashboard_panels
 from tests.support.interpolate import variables as dashboard_variables
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prometheus]
@@ -35,14 +36,25 @@ pytestmark = [pytest.mark.postgres, pytest.mark.prometheus]
 DASHBOARDS = load()
 NOW = datetime.now(UTC).replace(microsecond=0)
 RED_LAST_SUCCESS = NOW - timedelta(hours=30)
-ORGS = ("redorg", "amberorg", "greenorg")
-CONNECTORS = {"redorg": {"xledger"}, "amberorg": {"xledger", "dynamics"}, "greenorg": {"dynamics"}}
-INTEGRATIONS = 4  # redorg/xledger, amberorg/xledger, amberorg/dynamics, greenorg/dynamics
+ORGS = ("redorg", "amberorg", "greenorg", "idleorg")
+CONNECTORS = {
+    "redorg": {"xledger"},
+    "amberorg": {"xledger", "dynamics"},
+    "greenorg": {"dynamics"},
+    "idleorg": {"xledger"},
+}
+# redorg/xledger, amberorg/xledger, amberorg/dynamics, greenorg/dynamics, idleorg/xledger
+INTEGRATIONS = 5
 REPLICAS = 2
 
 
 def seed(pipeline: Pipeline) -> None:
-    """A red, an amber (one of two connectors failing) and a green organization."""
+    """A red, an amber (one of two connectors failing), a green and an inactive organization.
+
+    Red's last run failed as a whole on an expired client secret (action required); amber's
+    last run left records failed by class and one rejected; the inactive one's last run
+    timed out (a class that heals by itself), so its own health would be amber.
+    """
     old = NOW - timedelta(days=10)
     pipeline.register("redorg", "Red Org AS", "xledger", created_at=old)
     pipeline.add_finished_run(
@@ -53,11 +65,20 @@ def seed(pipeline: Pipeline) -> None:
         finished_at=RED_LAST_SUCCESS,
         records_total=5,
     )
+    pipeline.add_finished_run(
+        "redorg",
+        "xledger",
+        "failed",
+        started_at=NOW - timedelta(hours=2, minutes=1),
+        finished_at=NOW - timedelta(hours=2),
+        # No code: the message decides (Microsoft Entra's answer for an expired secret).
+        error_message="AADSTS7000222: The provided client secret keys for app are expired.",
+    )
     pipeline.enqueue("redorg", "xledger", [("expense", f"R-{i}") for i in range(4)])
 
     pipeline.register("amberorg", "Amber Forbund", "xledger", created_at=old)
     pipeline.register("amberorg", "Amber Forbund", "dynamics", created_at=old)
-    pipeline.add_finished_run(
+    amber_run = pipeline.add_finished_run(
         "amberorg",
         "xledger",
         "partial",
@@ -66,7 +87,28 @@ def seed(pipeline: Pipeline) -> None:
         records_total=7,
         records_failed=3,
     )
-    pipeline.enqueue("amberorg", "xledger", [("invoice", f"A-{i}") for i in range(3)])
+    invalid, throttled = pipeline.enqueue(
+        "amberorg", "xledger", [("invoice", f"A-{i}") for i in range(3)]
+    )[:2]
+    (given_up,) = pipeline.enqueue("amberorg", "xledger", [("invoice", "A-R")])
+    at = NOW - timedelta(minutes=10)
+    # Two stay pending for a retry; one is given up on (rejected).
+    pipeline.record_failure(
+        amber_run,
+        invalid,
+        "Amount is required",
+        error_code="Application_FieldValidationException",
+        at=at,
+    )
+    pipeline.record_failure(amber_run, throttled, "Too Many Requests", error_code="429", at=at)
+    pipeline.record_failure(
+        amber_run,
+        given_up,
+        "Dimension value is invalid",
+        error_code="Application_FieldValidationException",
+        give_up=True,
+        at=at,
+    )
     pipeline.add_finished_run(
         "amberorg",
         "dynamics",
@@ -86,6 +128,24 @@ def seed(pipeline: Pipeline) -> None:
         records_total=9,
     )
     pipeline.enqueue("greenorg", "dynamics", [("travel", "G-1")])
+
+    pipeline.register("idleorg", "Idle Org", "xledger", active=False, created_at=old)
+    pipeline.add_finished_run(
+        "idleorg",
+        "xledger",
+        "succeeded",
+        started_at=NOW - timedelta(hours=20, minutes=1),
+        finished_at=NOW - timedelta(hours=20),
+        records_total=1,
+    )
+    pipeline.add_finished_run(
+        "idleorg",
+        "xledger",
+        "failed",
+        started_at=NOW - timedelta(hours=19, minutes=1),
+        finished_at=NOW - timedelta(hours=19),
+        error_message="Your query timed out",
+    )
 
 
 @dataclass
@@ -253,6 +313,8 @@ EXPECTED = {
         "redorg": {"xledger": 2},
         "amberorg": {"xledger": 1, "dynamics": 0},
         "greenorg": {"dynamics": 0},
+        # Inactive reads -1 ("Inactive", grey), although its last run failed (amber).
+        "idleorg": {"xledger": -1},
     },
     "Warning": {"redorg": {"xledger": 24}},
     "Active connector": {
@@ -264,11 +326,13 @@ EXPECTED = {
         "redorg": {"xledger": 4},
         "amberorg": {"xledger": 3, "dynamics": 0},
         "greenorg": {"dynamics": 1},
+        "idleorg": {"xledger": 0},
     },
     "Failed in the last sync": {
         "redorg": {"xledger": 0},
         "amberorg": {"xledger": 3, "dynamics": 0},
         "greenorg": {"dynamics": 0},
+        "idleorg": {"xledger": 0},
     },
 }
 
@@ -316,7 +380,8 @@ def test_the_overview_counts_organizations_by_worst_connector_without_double_cou
     found = results(prometheus, "accounting-sync-overview", None)
     assert by_connector(found["Red"]) == {"": 1}
     assert by_connector(found["Amber"]) == {"": 1}, "amberorg is amber although dynamics is green"
-    assert by_connector(found["Green"]) == {"": 1}
+    assert by_connector(found["Green"]) == {"": 1}, "idleorg is not green"
+    assert by_connector(found["Inactive"]) == {"": 1}
     # Two replicas are scraped: a plain sum would say 16 and 6.
     assert by_connector(found["Records pending"]) == {"": 8}
     assert by_connector(found["Failed in the last syncs"]) == {"": 3}
@@ -340,6 +405,7 @@ def test_the_overview_table_has_one_row_per_integration_with_its_display_name(pr
         "redorg": "Red Org AS",
         "amberorg": "Amber Forbund",
         "greenorg": "Grønn Organisasjon",
+        "idleorg": "Idle Org",
     }
     health = {key: columns["A"] for key, columns in rows.items()}
     assert health == {
@@ -347,6 +413,7 @@ def test_the_overview_table_has_one_row_per_integration_with_its_display_name(pr
         ("amberorg", "xledger"): 1,
         ("amberorg", "dynamics"): 0,
         ("greenorg", "dynamics"): 0,
+        ("idleorg", "xledger"): -1,
     }
     assert rows[("amberorg", "xledger")]["B"] == 3 and rows[("amberorg", "xledger")]["C"] == 3
     assert rows[("redorg", "xledger")]["D"] == RED_LAST_SUCCESS.timestamp() * 1000
@@ -354,22 +421,25 @@ def test_the_overview_table_has_one_row_per_integration_with_its_display_name(pr
 
 def test_labels_used_by_data_links_are_on_every_series_the_panel_returns(prometheus):
     for uid, model in DASHBOARDS.items():
-        org = None if uid == "accounting-sync-overview" else "amberorg"
-        ctx = context(uid, org)
         for panel, target in targets(model):
             links = json.dumps(panel.get("fieldConfig", {}).get("defaults", {}).get("links", []))
             needed = set(re.findall(r"__(?:field\.labels|data\.fields)\.(\w+)", links))
             if not needed or target["datasource"]["type"] != "prometheus":
                 continue
-            expr = interpolate(target["expr"], ctx, "prometheus")
-            found = (
-                prometheus.instant(expr)
-                if target.get("instant")
-                else prometheus.range(expr, ctx.time_range)
-            )
-            assert found, f"{uid} {panel['title']}: no series"
-            for series in found:
-                assert needed <= set(series["metric"]), f"{uid} {panel['title']}: {series}"
+            # Some panels show something only in one state (Action required: redorg).
+            seen = 0
+            for org in [None] if uid == "accounting-sync-overview" else ORGS:
+                ctx = context(uid, org)
+                expr = interpolate(target["expr"], ctx, "prometheus")
+                found = (
+                    prometheus.instant(expr)
+                    if target.get("instant")
+                    else prometheus.range(expr, ctx.time_range)
+                )
+                for series in found:
+                    assert needed <= set(series["metric"]), f"{uid} {panel['title']}: {series}"
+                seen += len(found)
+            assert seen, f"{uid} {panel['title']}: no series for any organization"
 
 
 def test_a_sync_finishing_in_the_background_reaches_the_dashboard(prometheus, sync_log):
@@ -395,3 +465,93 @@ def test_a_sync_finishing_in_the_background_reaches_the_dashboard(prometheus, sy
         return by_connector(prometheus.instant(expr)) == {"dynamics": finished.timestamp() * 1000}
 
     wait_until(shows_the_new_sync, timeout=30, interval=0.2, what="the new sync on the dashboard")
+
+
+# Below: panels over the reconciliation metrics (rejected records, error classes). They
+# hold once the exporter publishes accounting_sync_rejected_records and the error class
+# series (DESIGN.md, "Reconciliation and error classes").
+
+
+def mapped(uid: str, title: str, value: float) -> tuple[str, str]:
+    """The words and colour a panel's value mapping shows for a value, as Grafana would."""
+    (panel,) = [p for p in dashboard_panels(DASHBOARDS[uid]) if p["title"] == title]
+    for mapping in panel["fieldConfig"]["defaults"]["mappings"]:
+        option = mapping["options"].get(f"{value:g}")
+        if option:
+            return option["text"], option["color"]
+    raise AssertionError(f"{uid} {title}: {value} has no words")
+
+
+REJECTED = {
+    "redorg": {"xledger": 0},
+    "amberorg": {"xledger": 1, "dynamics": 0},
+    "greenorg": {"dynamics": 0},
+    "idleorg": {"xledger": 0},
+}
+
+
+@pytest.mark.parametrize("org", ORGS)
+def test_the_org_dashboard_shows_rejected_records_and_action_required_in_words(prometheus, org):
+    found = results(prometheus, "accounting-sync-org", org)
+    assert by_connector(found["Rejected records"]) == REJECTED[org]
+    action = by_connector(found["Action required"])
+    if org != "redorg":
+        # amber: records failed, the run did not; idle: timed out, which heals by itself.
+        assert action == {}, "the notice shows only while a person must act"
+        return
+    assert set(action) == {"xledger"}
+    words, colour = mapped("accounting-sync-org", "Action required", action["xledger"])
+    assert "credentials" in words or "secret" in words, words
+    assert colour == "red"
+
+
+@pytest.mark.parametrize("org", ORGS)
+def test_the_error_details_say_why_the_last_run_failed_and_count_records_by_class(prometheus, org):
+    found = results(prometheus, "accounting-sync-errors", org)
+    run = by_connector(found["Why the last sync failed as a whole"])
+    words = {
+        connector: mapped("accounting-sync-errors", "Why the last sync failed as a whole", value)
+        for connector, value in run.items()
+    }
+    if org == "redorg":
+        assert set(words) == {"xledger"} and words["xledger"][1] == "red"
+        assert "credentials" in words["xledger"][0] or "secret" in words["xledger"][0]
+    elif org == "idleorg":
+        assert set(words) == {"xledger"}
+        assert "timed out" in words["xledger"][0] and words["xledger"][1] == "orange"
+    else:
+        assert words == {}
+    by_class = {
+        (s["metric"]["connector"], s["metric"]["error_class"]): float(s["value"][1])
+        for s in found["Failed records of the last sync, by class"]
+    }
+    expected = {("xledger", "validation"): 2, ("xledger", "throttled"): 1}
+    assert by_class == (expected if org == "amberorg" else {})
+
+
+def test_the_overview_counts_rejected_records_per_row_and_in_total(prometheus):
+    found = results(prometheus, "accounting-sync-overview", None)
+    assert by_connector(found["Rejected records"]) == {"": 1}, "two replicas, counted once"
+    organize = next(
+        t
+        for p in dashboard_panels(DASHBOARDS["accounting-sync-overview"])
+        if p["title"] == "Organizations"
+        for t in p["transformations"]
+        if t["id"] == "organize"
+    )
+    (ref,) = [
+        name.removeprefix("Value #")
+        for name, shown in organize["options"]["renameByName"].items()
+        if shown == "Rejected"
+    ]
+    queries = prometheus_queries("accounting-sync-overview", None)
+    (expr,) = [q[2] for q in queries if q[0] == "Organizations" and q[1] == ref]
+    column = {
+        (s["metric"]["org"], s["metric"]["connector"]): float(s["value"][1])
+        for s in prometheus.instant(expr)
+    }
+    assert column == {
+        (org, connector): value
+        for org, per_connector in REJECTED.items()
+        for connector, value in per_connector.items()
+    }

@@ -18,6 +18,7 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
+from exporter.classification import ERROR_CLASSES, HEALS_BY_ITSELF, NEEDS_ACTION
 from grafana import build
 from tests.support.interpolate import load, panels, targets, variables
 
@@ -125,6 +126,15 @@ def test_the_drill_downs_the_issue_asks_for_exist():
     )
 
 
+def grey(colour: str) -> bool:
+    """A neutral grey: equal red, green and blue, neither black nor white."""
+    match = re.fullmatch(r"#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})", colour.lower())
+    if not match:
+        return colour in {"gray", "grey"} or colour.endswith("-gray")
+    red, green, blue = (int(part, 16) for part in match.groups())
+    return red == green == blue and 0x40 <= red <= 0xC0
+
+
 def _health_configs():
     """The field configs that display accounting_sync_health values, by where they are."""
     org = {p["title"]: p for p in panels(DASHBOARDS["accounting-sync-org"])}
@@ -142,11 +152,14 @@ def test_every_health_value_has_a_word_and_a_colour(where, config):
     for mapping in config["mappings"]:
         assert mapping["type"] == "value"
         options.update(mapping["options"])
-    assert set(options) >= {"0", "1", "2"}, where
+    assert set(options) >= {"-1", "0", "1", "2"}, where
     words = [options[v]["text"] for v in ("0", "1", "2")]
     colours = [options[v]["color"] for v in ("0", "1", "2")]
     assert len(set(words)) == 3 and all(words), words
     assert colours == ["green", "orange", "red"], colours
+    # The health queries answer -1 for an inactive integration (tests/system/grafana).
+    assert options["-1"]["text"] == "Inactive", where
+    assert grey(options["-1"]["color"]), options["-1"]
     steps = config["thresholds"]["steps"]
     assert steps[0]["value"] is None and steps[0]["color"] == "green", "base colour first"
     assert [(s["value"], s["color"]) for s in steps[1:]] == [(1, "orange"), (2, "red")]
@@ -161,6 +174,67 @@ def test_the_overview_table_colours_health_cells_and_sorts_worst_first():
     cell = next(p["value"] for p in column["properties"] if p["id"] == "custom.cellOptions")
     assert cell["type"] == "color-background"
     assert table["options"]["sortBy"] == [{"displayName": "Health", "desc": True}]
+
+
+def test_the_overview_table_has_a_rejected_column_next_to_failed():
+    overview = {p["title"]: p for p in panels(DASHBOARDS["accounting-sync-overview"])}
+    table = overview["Organizations"]
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    columns = {
+        organize["renameByName"].get(name, name): position
+        for name, position in organize["indexByName"].items()
+    }
+    assert columns["Rejected"] == columns["Failed in the last sync"] + 1
+    (ref,) = [n[len("Value #") :] for n, r in organize["renameByName"].items() if r == "Rejected"]
+    (target,) = [t for t in table["targets"] if t["refId"] == ref]
+    assert "accounting_sync_rejected_records" in target["expr"]
+    assert target["format"] == "table"
+
+
+def test_the_org_dashboard_shows_rejected_records_and_links_them_to_the_error_details():
+    org = {p["title"]: p for p in panels(DASHBOARDS["accounting-sync-org"])}
+    rejected = org["Rejected records"]
+    (target,) = rejected["targets"]
+    assert "accounting_sync_rejected_records" in target["expr"] and target["instant"]
+    (link,) = rejected["fieldConfig"]["defaults"]["links"]
+    assert link["url"].startswith("/d/accounting-sync-errors?var-org=")
+    errors = {p["title"]: p for p in panels(DASHBOARDS["accounting-sync-errors"])}
+    assert "FROM sync_record r" in errors["Rejected records"]["targets"][0]["rawSql"]
+
+
+def _mapped_words(panel):
+    options = {}
+    for mapping in panel["fieldConfig"]["defaults"]["mappings"]:
+        assert mapping["type"] == "value"
+        options.update(mapping["options"])
+    return options
+
+
+def test_the_action_required_notice_says_each_class_in_red_words():
+    """The query answers a number per class (checked on Prometheus); here, each is words."""
+    org = {p["title"]: p for p in panels(DASHBOARDS["accounting-sync-org"])}
+    notice = org["Action required"]
+    options = _mapped_words(notice)
+    assert len(options) == len(NEEDS_ACTION)
+    for value in options.values():
+        assert value["color"] == "red"
+        assert value["text"] and value["text"] not in ERROR_CLASSES, "words, not the class name"
+    assert len({v["text"] for v in options.values()}) == len(NEEDS_ACTION)
+    expr = notice["targets"][0]["expr"]
+    for error_class in ERROR_CLASSES:
+        assert (f'error_class="{error_class}"' in expr) == (error_class in NEEDS_ACTION)
+    assert notice["fieldConfig"]["defaults"]["noValue"] == "No action required"
+    assert notice["options"]["colorMode"].startswith("background")
+
+
+def test_the_run_failure_panel_words_every_class_and_colours_it_by_who_must_act():
+    errors = {p["title"]: p for p in panels(DASHBOARDS["accounting-sync-errors"])}
+    options = _mapped_words(errors["Why the last sync failed as a whole"])
+    assert len(options) == len(ERROR_CLASSES)
+    colours = sorted(v["color"] for v in options.values())
+    assert colours.count("red") == len(NEEDS_ACTION)
+    assert colours.count("orange") == len(HEALS_BY_ITSELF)
+    assert len({v["text"] for v in options.values()}) == len(ERROR_CLASSES)
 
 
 def test_the_stale_warning_says_the_contract_sentence_in_red():
