@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/accounting-sync-exporter demo $(ARGS)
+	$(BIN)/accounting-sync-exporter demo --with-users $(ARGS)
 
 # Installs missing system components (PostgreSQL, prometheus, promtool, alertmanager, amtool),
 # makes sure PostgreSQL runs, and writes the URL the tests use to .test-env.

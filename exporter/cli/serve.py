@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from exporter import __version__, config, logs
-from exporter.config import Settings
+from exporter.config import ConfigError, Settings
 from exporter.durations import format_duration
 from exporter.errors import PROG, OutsideFailure
 from exporter.serve.refresher import Refresher
@@ -53,7 +53,16 @@ def serve(args: argparse.Namespace) -> int:
 def web_config(settings: Settings) -> WebConfig:
     from exporter.serve.webconfig import load_web_config
 
-    return load_web_config(settings.web_config_file) if settings.web_config_file else WebConfig()
+    web = load_web_config(settings.web_config_file) if settings.web_config_file else WebConfig()
+    for user in settings.status_users or {}:
+        if web.auth_required and user not in web.users:
+            # A typo here would lock a finance team out without a word: refuse to start.
+            raise ConfigError(
+                f"status.users.{user}", "not a basic_auth_users user of the web config"
+            )
+    if settings.status_users and not web.auth_required:
+        log.warning("status.users has no effect without basic auth: every organization is shown")
+    return web
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -64,9 +73,46 @@ def demo(args: argparse.Namespace) -> int:
     logs.setup(settings.log_level, settings.log_format)
     url = settings.database_url or simulated.default_database_url()
     settings = Settings(**{**settings.__dict__, "database_url": url})
+    banner: Callable[[str], str] = simulated.banner
+    if getattr(args, "with_users", False) and not settings.web_config_file:
+        settings, web, banner = _demo_users(settings, url)
     engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
     simulation = simulated.prepare(engine, seed=args.seed)
-    return run_exporter(settings, engine, web, background=[simulation], banner=simulated.banner)
+    return run_exporter(settings, engine, web, background=[simulation], banner=banner)
+
+
+def _demo_users(settings: Settings, url: str) -> tuple[Settings, WebConfig, Callable[[str], str]]:
+    """Status page sign-ins for the demo: a global user and one per demo organization."""
+    import tempfile
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from exporter import demo as simulated
+    from exporter.serve.status.demo_users import write_demo_users
+
+    database = make_url(url).database if url.startswith("sqlite") else None
+    directory = (
+        Path(database).parent
+        if database and Path(database).parent.name.startswith("accounting-sync-demo-")
+        else Path(tempfile.mkdtemp(prefix="accounting-sync-demo-"))
+    )
+    users = write_demo_users(directory, [item.org_id for item in simulated.DEMO])
+    settings = Settings(
+        **{
+            **settings.__dict__,
+            "web_config_file": str(users.web_config_file),
+            "status_users": users.status_users,
+        }
+    )
+    web = web_config(settings)
+
+    def banner(metrics_url: str) -> str:
+        status_url = metrics_url.removesuffix(settings.web_telemetry_path) + "/status"
+        text = simulated.banner(metrics_url).rstrip("\n").removesuffix("  Stop with Ctrl-C.")
+        return text + users.banner(status_url) + "  Stop with Ctrl-C.\n"
+
+    return settings, web, banner
 
 
 class Background(Protocol):
@@ -98,9 +144,13 @@ def run_exporter(
         engine, deadline=client_deadline(settings.database_statement_timeout)
     )
     refresher = Refresher(engine, settings.refresh_interval, reader=lambda _: snapshots.read())
+    from exporter.serve.status import AccessRules, StatusSite
+
+    access = AccessRules(settings.status_users, auth_required=web.auth_required)
+    status = StatusSite(refresher, access, max_streams=settings.status_max_streams)
     try:
         server = MetricsServer(
-            settings.web_listen_address, refresher, settings.web_telemetry_path, web
+            settings.web_listen_address, refresher, settings.web_telemetry_path, web, status
         )
     except OSError as exc:
         host, port = settings.web_listen_address
