@@ -101,7 +101,7 @@
     const live = document.getElementById("live");
     if (notice) notice.hidden = !stale;
     if (live) live.hidden = stale;
-    body.classList.toggle("is-stale", stale);
+    body.dataset.connected = stale ? "false" : "true";
   }
 
   let source = null;
