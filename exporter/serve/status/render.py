@@ -92,8 +92,8 @@ def when(instant: datetime | None, now: datetime, never: str = "never") -> str:
     instant = instant.astimezone(UTC)
     iso = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
-        f'<time datetime="{iso}">{instant.strftime("%Y-%m-%d %H:%M:%S")} UTC</time>'
-        f' <span class="ago" data-since="{iso}">{ago(instant, now)}</span>'
+        f'<span class="when"><time datetime="{iso}">{instant.strftime("%Y-%m-%d %H:%M:%S")} UTC'
+        f'</time> <span class="ago" data-since="{iso}">{ago(instant, now)}</span></span>'
     )
 
 

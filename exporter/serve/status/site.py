@@ -203,6 +203,7 @@ class StatusSite:
                 {"Retry-After": "10"},
             )
             return
+        state = self.hub.current  # before the answer: a change during it is then sent too
         try:
             handler.send_response(200)
             for name, value in {
@@ -216,15 +217,16 @@ class StatusSite:
             handler.close_connection = True
             if handler.command == "HEAD":
                 return
-            self._follow(handler, viewer, org, query)
+            self._follow(handler, viewer, org, query, state)
         except OSError:  # the browser went away, or stalled past the socket timeout
             log.debug("event stream closed by the client")
         finally:
             self.hub.leave()
 
-    def _follow(self, handler: Handler, viewer: Viewer, org: str | None, query: str) -> None:
+    def _follow(
+        self, handler: Handler, viewer: Viewer, org: str | None, query: str, state: ServedState
+    ) -> None:
         since = handler.headers.get("Last-Event-ID") or parse_qs(query).get("since", [""])[0]
-        state = self.hub.current
         # What this browser shows: the page's own snapshot, when it is still the newest.
         shown = self._visible_map(state, viewer, org) if since == self._event_id(state) else None
         order: list[str] | None = None
