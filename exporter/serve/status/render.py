@@ -184,7 +184,7 @@ def overview(
     return _document(page, state, now, body, crumbs="")
 
 
-def _integration(status: IntegrationStatus, now: datetime) -> str:
+def integration(status: IntegrationStatus, now: datetime) -> str:
     facts = status.facts
     warning = ""
     if status.health is Health.RED and facts.active:
@@ -213,6 +213,11 @@ def _integration(status: IntegrationStatus, now: datetime) -> str:
         f"<dt>Why this health</dt><dd>{_t(status.reason)}</dd>"
         "</dl></section>"
     )
+
+
+def integrations(statuses: Iterable[IntegrationStatus], now: datetime) -> str:
+    """An organization's integration cards, worst first (the page and its stream)."""
+    return "".join(integration(status, now) for status in worst_first(statuses))
 
 
 def _records_table(
@@ -256,7 +261,7 @@ def organization(
     now: datetime,
 ) -> str:
     crumbs = '<a href="/status">All organizations</a>'
-    sections = "".join(_integration(status, now) for status in worst_first(statuses))
+    sections = integrations(statuses, now)
     if records.error:
         lists = f'<p class="source-down" role="alert">{_t(records.error)}</p>'
     else:
@@ -277,7 +282,7 @@ def organization(
             "rejected",
             now,
         )
-    body = f'<div class="integrations">{sections}</div>{lists}'
+    body = f'<div class="integrations" id="integrations">{sections}</div>{lists}'
     return _document(page, state, now, body, crumbs)
 
 

@@ -265,6 +265,8 @@ class StatusSite:
         if org is not None:
             changed = shown is None or visible != shown
             data: dict[str, object] = {"changed": changed, "snapshot": snapshot}
+            if changed:  # health at once; the record lists follow with the page's own read
+                data["integrations"] = render.integrations(visible.values(), now)
             return render.event("organization", event_id, data), visible, []
         new_order = [render.row_key(s) for s in render.worst_first(visible.values())]
         rows = self._row_html(state)

@@ -128,6 +128,11 @@
     source.addEventListener("organization", function (message) {
       lastId = message.lastEventId || lastId;
       const data = JSON.parse(message.data);
+      const cards = document.getElementById("integrations");
+      if (cards && typeof data.integrations === "string") {
+        cards.replaceChildren(fromHtml(data.integrations));
+        refreshAgo(cards);
+      }
       if (data.changed) reloadMain();
       else setSnapshot(data.snapshot);
     });
