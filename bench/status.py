@@ -19,6 +19,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -147,13 +148,21 @@ def open_streams(port: int, count: int) -> Iterator[list[int]]:
             received[index] += len(chunk)
 
     threads = []
+    # As a browser does: the stream starts from the snapshot its page showed.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status") as response:
+        page = response.read().decode()
+    since = page.split('data-event-id="', 1)[1].split('"', 1)[0]
+    request = f"GET /status/events?since={since} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     for index in range(count):
         sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(b"GET /status/events HTTP/1.1\r\nHost: bench\r\n\r\n")
+        sock.sendall(request)
         sockets.append(sock)
         thread = threading.Thread(target=read, args=(index, sock), daemon=True)
         thread.start()
         threads.append(thread)
+    deadline = time.monotonic() + 30
+    while not all(received) and time.monotonic() < deadline:
+        time.sleep(0.05)  # every stream answered (a catch-up event, if the page was old)
     try:
         yield received
     finally:
@@ -214,7 +223,6 @@ def run(admin_url: str) -> str:
                 scrape_times(running, 20)  # warm up
                 before = scrape_times(running)
                 with open_streams(running.port, STREAMS) as received:
-                    time.sleep(1.0)  # let every stream's first (full) event go out
                     during = scrape_times(running)
                     carried = sum(received)
                 after = scrape_times(running)

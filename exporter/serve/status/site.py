@@ -39,6 +39,7 @@ DEFAULT_MAX_STREAMS = 64
 KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 1000  # EventSource's reconnect delay after the exporter went away
 PREFIX = "/status"
+PAYLOAD_CACHE = 256  # events kept for sharing: a few per scope and refresh is plenty
 # Financial data: no inline script, no framing, no referrer leaking an organization slug.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -110,8 +111,8 @@ class StatusSite:
         self._assets = {name: (folder / name).read_bytes() for name in _ASSETS}
         digest = hashlib.sha256(b"".join(self._assets.values())).hexdigest()
         self.asset_version = digest[:12]
-        self._rows_lock = threading.Lock()
-        self._rows: tuple[int, dict[str, str]] = (-1, {})
+        self._payload_lock = threading.Lock()
+        self._payloads: dict[tuple[object, ...], bytes] = {}
 
     def close(self) -> None:
         self.hub.close()
@@ -227,68 +228,75 @@ class StatusSite:
         self, handler: Handler, viewer: Viewer, org: str | None, query: str, state: ServedState
     ) -> None:
         since = handler.headers.get("Last-Event-ID") or parse_qs(query).get("since", [""])[0]
-        # What this browser shows: the page's own snapshot, when it is still the newest.
-        shown = self._visible_map(state, viewer, org) if since == self._event_id(state) else None
-        order: list[str] | None = None
         write = handler.wfile.write
         write(f"retry: {RETRY_MILLISECONDS}\n\n".encode())
-        if shown is None:
-            payload, shown, order = self._event(state, viewer, org, None, None)
-            write(payload)
+        if since != self._event_id(state):  # the browser shows an older state, or none
+            write(self._payload(None, state, viewer, org))
         handler.wfile.flush()
-        generation = state.generation
+        shown = state
         while not self.hub.closed:
-            newer = self.hub.wait_newer(generation, self.keepalive)
+            newer = self.hub.wait_newer(shown.generation, self.keepalive)
             if newer is None:
                 if self.hub.closed:
                     return
                 write(b": keepalive\n\n")  # finds a vanished client; keeps proxies open
             else:
-                payload, shown, order = self._event(newer, viewer, org, shown, order)
-                write(payload)
-                generation = newer.generation
+                # A stream too slow to see some states diffs from the last one it sent.
+                write(self._payload(shown, newer, viewer, org))
+                shown = newer
             handler.wfile.flush()
 
+    def _payload(
+        self, shown: ServedState | None, state: ServedState, viewer: Viewer, org: str | None
+    ) -> bytes:
+        """The event that brings a browser from ``shown`` (None: nothing) to ``state``.
+
+        Computed once per (states, scope) and shared by every stream of that scope, so
+        fifty open overviews cost one diff and one rendering per refresh, not fifty.
+        """
+        key = (None if shown is None else shown.generation, state.generation, viewer.orgs, org)
+        with self._payload_lock:
+            cached = self._payloads.get(key)
+        if cached is not None:
+            return cached
+        payload = self._event(shown, state, viewer, org)
+        with self._payload_lock:
+            self._payloads[key] = payload
+            while len(self._payloads) > PAYLOAD_CACHE:
+                self._payloads.pop(next(iter(self._payloads)))
+        return payload
+
     def _event(
-        self,
-        state: ServedState,
-        viewer: Viewer,
-        org: str | None,
-        shown: dict[str, IntegrationStatus] | None,
-        order: list[str] | None,
-    ) -> tuple[bytes, dict[str, IntegrationStatus], list[str]]:
-        """The difference between what the browser shows and ``state``, as one event."""
+        self, shown: ServedState | None, state: ServedState, viewer: Viewer, org: str | None
+    ) -> bytes:
         now = datetime.now(UTC)
         visible = self._visible_map(state, viewer, org)
+        before = None if shown is None else self._visible_map(shown, viewer, org)
         snapshot = render.snapshot_line(state, now)
         event_id = self._event_id(state)
         if org is not None:
-            changed = shown is None or visible != shown
+            changed = before is None or visible != before
             data: dict[str, object] = {"changed": changed, "snapshot": snapshot}
             if changed:  # health at once; the record lists follow with the page's own read
                 data["integrations"] = render.integrations(visible.values(), now)
-            return render.event("organization", event_id, data), visible, []
-        new_order = [render.row_key(s) for s in render.worst_first(visible.values())]
-        rows = self._row_html(state)
-        changed_rows = {
-            key: rows.get(key) or render.overview_row(status, now)
+            return render.event("organization", event_id, data)
+        # Only the rows that changed are rendered and sent.
+        rows = {
+            key: render.overview_row(status, now)
             for key, status in visible.items()
-            if shown is None or shown.get(key) != status
+            if before is None or before.get(key) != status
         }
-        data = {"rows": changed_rows, "snapshot": snapshot}
-        if new_order != order or shown is None:
-            data["order"] = new_order
-        return render.event("overview", event_id, data), visible, new_order
-
-    def _row_html(self, state: ServedState) -> dict[str, str]:
-        """Rows of this generation, rendered once for every open stream."""
-        with self._rows_lock:
-            generation, rows = self._rows
-            if generation != state.generation:
-                now = datetime.now(UTC)
-                rows = {render.row_key(s): render.overview_row(s, now) for s in state.statuses}
-                self._rows = (state.generation, rows)
-            return rows
+        data = {"rows": rows, "snapshot": snapshot}
+        order = [render.row_key(s) for s in render.worst_first(visible.values())]
+        if before is None or rows or visible.keys() != before.keys():
+            previous = (
+                None
+                if before is None
+                else [render.row_key(s) for s in render.worst_first(before.values())]
+            )
+            if order != previous:
+                data["order"] = order
+        return render.event("overview", event_id, data)
 
     # --- helpers ---------------------------------------------------------------------
 

@@ -166,7 +166,11 @@ def test_a_reconnect_with_the_current_event_id_gets_only_what_is_new(site: Site)
     _, newer, data = again.next_event()
     assert newer != event_id
     assert set(data["rows"]) == {"xledger:hlf"}  # only the row that changed
-    assert data["order"] == ["xledger:dnt", "xledger:hlf"]  # both amber now: by name
+    assert "order" not in data  # amber beside amber: the rows keep their order
+    site.publish(facts("hlf", failed=3), facts("dnt", failed=0))
+    _, _, data = again.next_event()
+    assert set(data["rows"]) == {"xledger:dnt"}
+    assert data["order"] == ["xledger:hlf", "xledger:dnt"]  # worst first: amber above green
     again.close()
 
 
