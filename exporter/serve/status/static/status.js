@@ -52,12 +52,22 @@
     if (Array.isArray(data.order)) {
       const wanted = new Set(data.order);
       for (const [key, row] of byKey) {
-        if (!wanted.has(key)) row.remove();
+        if (!wanted.has(key)) {
+          row.remove();
+          byKey.delete(key);
+        }
       }
-      // appendChild moves a row: in the end the rows stand in the server's order.
-      for (const key of data.order) {
-        const row = byKey.get(key);
-        if (row) tbody.appendChild(row);
+      // Rows that did not change keep their relative order (the sort key is in the row), so
+      // only the changed rows move: each goes just before its successor in the new order,
+      // placed from the end. A 2,000-row table then costs one or two moves, not 2,000.
+      const changed = new Set(Object.keys(data.rows || {}));
+      for (let i = data.order.length - 1; i >= 0; i--) {
+        const row = byKey.get(data.order[i]);
+        if (!row || !changed.has(data.order[i])) continue;
+        const next = i + 1 < data.order.length ? byKey.get(data.order[i + 1]) || null : null;
+        if (row.nextElementSibling !== next || row.parentNode !== tbody) {
+          tbody.insertBefore(row, next);
+        }
       }
     }
     setSnapshot(data.snapshot);
