@@ -39,6 +39,7 @@ DEFAULT_MAX_STREAMS = 64
 KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 1000  # EventSource's reconnect delay after the exporter went away
 PREFIX = "/status"
+RECENT_STATES = 16  # about four minutes at the default 15 s refresh, less under bursts
 PAYLOAD_CACHE = 256  # events kept for sharing: a few per scope and refresh is plenty
 # Financial data: no inline script, no framing, no referrer leaking an organization slug.
 SECURITY_HEADERS = {
@@ -104,7 +105,9 @@ class StatusSite:
         self.classifier = classifier or Classifier()
         self.keepalive = keepalive
         self.hub = StreamHub(max_streams, source.state)
-        source.subscribe(self.hub.publish)
+        # The last few states, so a page loaded a refresh or two ago catches up with a diff.
+        self._recent: dict[int, ServedState] = {source.state.generation: source.state}
+        source.subscribe(self._remember)
         # Tells a restarted exporter's generations from the last one's in Last-Event-ID.
         self._boot = secrets.token_hex(4)
         folder = resources.files("exporter.serve.status") / "static"
@@ -116,6 +119,15 @@ class StatusSite:
 
     def close(self) -> None:
         self.hub.close()
+
+    def _remember(self, state: ServedState) -> None:
+        """The refresher's hook: O(1), never touches a client."""
+        recent = dict(self._recent)
+        recent[state.generation] = state
+        for generation in sorted(recent)[:-RECENT_STATES]:
+            del recent[generation]
+        self._recent = recent  # one reference swap: streams read it without a lock
+        self.hub.publish(state)
 
     # --- routing ---------------------------------------------------------------------
 
@@ -231,7 +243,7 @@ class StatusSite:
         write = handler.wfile.write
         write(f"retry: {RETRY_MILLISECONDS}\n\n".encode())
         if since != self._event_id(state):  # the browser shows an older state, or none
-            write(self._payload(None, state, viewer, org))
+            write(self._payload(self._shown(since), state, viewer, org))
         handler.wfile.flush()
         shown = state
         while not self.hub.closed:
@@ -299,6 +311,13 @@ class StatusSite:
         return render.event("overview", event_id, data)
 
     # --- helpers ---------------------------------------------------------------------
+
+    def _shown(self, event_id: str) -> ServedState | None:
+        """The state a browser says it shows, if this process still has it."""
+        boot, _, generation = event_id.partition("-")
+        if boot != self._boot or not generation.isdigit():
+            return None
+        return self._recent.get(int(generation))
 
     def _event_id(self, state: ServedState) -> str:
         return f"{self._boot}-{state.generation}"

@@ -190,3 +190,20 @@ def test_pages_carry_security_headers_and_assets_are_cached(site: Site) -> None:
     assert headers["Content-Type"].startswith("text/javascript")
     assert http_get(site.url + "/status/org/nobody")[0] == 404
     assert http_get(site.url + "/status/static/../../etc/passwd")[0] == 404
+
+
+def test_a_page_loaded_a_refresh_ago_catches_up_with_only_the_changes(site: Site) -> None:
+    _, _, page = http_get(site.url + "/status")
+    since = page.decode().split('data-event-id="', 1)[1].split('"', 1)[0]
+    site.publish(
+        facts("hlf", failed=4), facts("dnt", failed=2)
+    )  # after the page, before its stream
+    late = Stream(site.url, f"/status/events?since={since}")
+    _, event_id, data = late.next_event()
+    assert set(data["rows"]) == {"xledger:hlf"}
+    assert event_id != since
+    late.close()
+    stranger = Stream(site.url, "/status/events?since=another-process-7")
+    _, _, data = stranger.next_event()
+    assert set(data["rows"]) == {"xledger:hlf", "xledger:dnt"}  # unknown: everything
+    stranger.close()
