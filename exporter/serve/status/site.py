@@ -190,6 +190,9 @@ class StatusSite:
     def _organization(self, handler: Handler, viewer: Viewer, org: str) -> None:
         state = self.hub.current
         statuses = self._visible(state, viewer, org)
+        if not statuses:  # removed by the refresh that just landed
+            self._plain(handler, 404, "Not Found\n")
+            return
         try:
             records = read_org_records(self.source.engine, org, self.classifier)
         except Exception as exc:  # the page still shows the snapshot; the lists say why not
