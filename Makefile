@@ -32,7 +32,7 @@ $(DEMO_STAMP): pyproject.toml
 	@touch $@
 
 demo: $(DEMO_STAMP)
-	$(DEMO_VENV)/bin/accounting-sync-exporter demo $(ARGS)
+	$(DEMO_VENV)/bin/accounting-sync-exporter demo --with-users $(ARGS)
 
 # Installs missing system components (PostgreSQL, prometheus, promtool, alertmanager, amtool),
 # makes sure PostgreSQL runs, and writes the URL the tests use to .test-env.

@@ -311,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     latencies: dict[str, list[float]] = {}
     results = [run_scale(admin_url, n, latencies) for n in SCALES]
     print(report(results, latencies, admin_url))
+    from bench import status  # the status page's figures (bench/status.py runs them alone too)
+
+    print("\n" + status.run(admin_url))
     print(f"\n(bench took {statistics.fmean([time.monotonic() - started]):.0f} s)")
     return 0
 

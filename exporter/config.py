@@ -116,6 +116,32 @@ def _boolean(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _positive_int(value: Any) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"expected a whole number greater than zero, got {value!r}")
+    return int(text)
+
+
+def _status_users(value: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """``status.users``: user -> organization slugs, or ``["*"]`` for every organization."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, 'must map user names to lists of organizations (or ["*"])')
+    users: dict[str, tuple[str, ...]] = {}
+    for user, orgs in value.items():
+        key = f"{where}.{user}"
+        if not isinstance(orgs, list) or not all(isinstance(o, str) and o for o in orgs):
+            raise ConfigError(key, 'must be a list of organization slugs, or ["*"]')
+        if "*" in orgs and len(orgs) > 1:
+            raise ConfigError(key, '"*" already means every organization; list nothing else')
+        users[str(user)] = tuple(orgs)
+    return users
+
+
+# Options only a file can give: their values are mappings, which a flag cannot carry.
+YAML_ONLY = ("status.users",)
+
+
 def _string(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -235,6 +261,14 @@ OPTIONS: tuple[Option, ...] = (
         "log",
     ),
     Option("log.format", "--log.format", _choice(FORMATS), "logfmt", "Log line format.", "log"),
+    Option(
+        "status.max_streams",
+        "--status.max-streams",
+        _positive_int,
+        64,
+        "Most live-update streams of the status page open at once (one more gets 503).",
+        "status",
+    ),
 )
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
 ENVIRONMENT = frozenset(option.env for option in OPTIONS)
@@ -270,6 +304,9 @@ class Settings:
     refresh_debounce: float
     log_level: str
     log_format: str
+    status_max_streams: int = 64
+    # status.users (YAML only): user -> organizations it may see; None when not configured.
+    status_users: dict[str, tuple[str, ...]] | None = None
 
     def require_database_url(self) -> str:
         if not self.database_url:
@@ -284,7 +321,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and dotted not in YAML_ONLY:
             flat.update(_flatten(value, dotted + "."))
         else:
             flat[dotted] = value
@@ -309,7 +346,7 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(source, "the top level must be a mapping of options")
     flat = _flatten(data)
     for key in flat:
-        if key not in OPTIONS_BY_KEY:
+        if key not in OPTIONS_BY_KEY and key not in YAML_ONLY:
             if any(known.startswith(f"{key}.") for known in OPTIONS_BY_KEY):
                 raise ConfigError(f"{path}: {key}", "must be a mapping of options")
             raise ConfigError(f"{path}: {key}", "unknown key")
@@ -353,6 +390,10 @@ def load(
             values[option.attribute] = defaults[option.key]
         else:
             values[option.attribute] = option.default
+    if from_file.get("status.users") is not None:
+        values["status_users"] = _status_users(
+            from_file["status.users"], f"{config_file}: status.users"
+        )
     settings = Settings(**values)
     if settings.database_url:
         try:

@@ -3,8 +3,8 @@
 #
 #   PostgreSQL: TEST_DATABASE_URL when given; else the server on 127.0.0.1:5432; else start
 #   the machine's cluster (pg_ctlcluster); else initialise a private one for the tests.
-#   prometheus, promtool, prometheus-alertmanager, amtool: Debian packages, installed when
-#   missing and root or sudo is available.
+#   prometheus, promtool, prometheus-alertmanager, amtool, chromium (the status page's
+#   browser tests): Debian packages, installed when missing and root or sudo is available.
 #
 # Under CI=true anything still missing is an error: a skipped component is a failed run.
 set -euo pipefail
@@ -23,6 +23,7 @@ command -v prometheus >/dev/null || packages+=(prometheus)
 command -v promtool >/dev/null || packages+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || packages+=(prometheus-alertmanager)
 command -v amtool >/dev/null || packages+=(prometheus-alertmanager)
+command -v chromium >/dev/null || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   wanted=$(printf '%s\n' "${packages[@]}" | sort -u | tr '\n' ' ')
   say "installing: $wanted"
@@ -33,7 +34,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   fi
 fi
 missing=()
-for binary in psql prometheus promtool prometheus-alertmanager amtool; do
+for binary in psql prometheus promtool prometheus-alertmanager amtool chromium; do
   command -v "$binary" >/dev/null || missing+=("$binary")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         },
     )
     demo.add_argument("--seed", type=int, default=None, help="random seed of the simulation")
+    demo.add_argument(
+        "--with-users",
+        action="store_true",
+        help="protect the demo with generated status page users (printed at start; make demo)",
+    )
 
     db = commands.add_parser("db", help="manage the sync log database")
     db_commands = db.add_subparsers(

@@ -4,17 +4,20 @@ together and stopped in order on SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
 from exporter import __version__, config, logs
-from exporter.config import Settings
+from exporter.config import ConfigError, Settings
 from exporter.durations import format_duration
 from exporter.errors import PROG, OutsideFailure
 from exporter.serve.refresher import Refresher
@@ -78,7 +81,16 @@ def serve(args: argparse.Namespace) -> int:
 def web_config(settings: Settings) -> WebConfig:
     from exporter.serve.webconfig import load_web_config
 
-    return load_web_config(settings.web_config_file) if settings.web_config_file else WebConfig()
+    web = load_web_config(settings.web_config_file) if settings.web_config_file else WebConfig()
+    for user in settings.status_users or {}:
+        if web.auth_required and user not in web.users:
+            # A typo here would lock a finance team out without a word: refuse to start.
+            raise ConfigError(
+                f"status.users.{user}", "not a basic_auth_users user of the web config"
+            )
+    if settings.status_users and not web.auth_required:
+        log.warning("status.users has no effect without basic auth: every organization is shown")
+    return web
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -95,20 +107,52 @@ def demo(args: argparse.Namespace) -> int:
     # Until run_exporter takes over the signals: SIGTERM unwinds like Ctrl-C, so the
     # temporary sync log is still removed (the default action would just end the process).
     signal.signal(signal.SIGTERM, _interrupt)
-    with simulated.demo_database(settings.database_url) as url:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(simulated.demo_database(settings.database_url))
         settings = Settings(**{**settings.__dict__, "database_url": url})
-        engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
-        try:
-            simulation = simulated.prepare(engine, seed=args.seed)
-            return run_exporter(
-                settings, engine, web, background=[simulation], banner=simulated.banner
+        banner: Callable[[str], str] = simulated.banner
+        if getattr(args, "with_users", False) and not settings.web_config_file:
+            directory = stack.enter_context(
+                tempfile.TemporaryDirectory(
+                    prefix="accounting-sync-demo-users-", ignore_cleanup_errors=True
+                )
             )
-        finally:
-            engine.dispose()
+            settings, web, banner = _demo_users(settings, Path(directory))
+        engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
+        stack.callback(engine.dispose)
+        simulation = simulated.prepare(engine, seed=args.seed)
+        return run_exporter(settings, engine, web, background=[simulation], banner=banner)
+    raise AssertionError("unreachable")  # pragma: no cover (the with block returns)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _demo_users(
+    settings: Settings, directory: Path
+) -> tuple[Settings, WebConfig, Callable[[str], str]]:
+    """Status page sign-ins for the demo: a global user and one per demo organization,
+    written (web config with bcrypt hashes) into ``directory``, which goes with the demo."""
+    from exporter import demo as simulated
+    from exporter.serve.status.demo_users import write_demo_users
+
+    users = write_demo_users(directory, [item.org_id for item in simulated.DEMO])
+    settings = Settings(
+        **{
+            **settings.__dict__,
+            "web_config_file": str(users.web_config_file),
+            "status_users": users.status_users,
+        }
+    )
+    web = web_config(settings)
+
+    def banner(metrics_url: str) -> str:
+        status_url = metrics_url.removesuffix(settings.web_telemetry_path) + "/status"
+        text = simulated.banner(metrics_url).rstrip("\n").removesuffix("  Stop with Ctrl-C.")
+        return text + users.banner(status_url) + "  Stop with Ctrl-C.\n"
+
+    return settings, web, banner
 
 
 class Background(Protocol):
@@ -140,9 +184,13 @@ def run_exporter(
         engine, deadline=client_deadline(settings.database_statement_timeout)
     )
     refresher = Refresher(engine, settings.refresh_interval, reader=lambda _: snapshots.read())
+    from exporter.serve.status import AccessRules, StatusSite
+
+    access = AccessRules(settings.status_users, auth_required=web.auth_required)
+    status = StatusSite(refresher, access, max_streams=settings.status_max_streams)
     try:
         server = MetricsServer(
-            settings.web_listen_address, refresher, settings.web_telemetry_path, web
+            settings.web_listen_address, refresher, settings.web_telemetry_path, web, status
         )
     except OSError as exc:
         host, port = settings.web_listen_address

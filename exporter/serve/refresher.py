@@ -69,6 +69,8 @@ class Refresher:
         self._ever_succeeded = threading.Event()
         # Remembers what was already logged, so a bad row costs one line, not one a refresh.
         self._problems = ProblemLog()
+        # Called with each new state (the status page's event streams); each must be O(1).
+        self._subscribers: list[Callable[[ServedState], None]] = []
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)}, timezone=UTC
         )
@@ -150,6 +152,15 @@ class Refresher:
         exposition = Exposition(state, previous=self._exposition)
         exposition.prerender()
         self._exposition = exposition  # one reference swap: scrapes see old or new, whole
+        for callback in self._subscribers:
+            try:
+                callback(state)
+            except Exception:  # a subscriber's bug must not stop the refreshes
+                log.exception("state subscriber failed")
+
+    def subscribe(self, callback: Callable[[ServedState], None]) -> None:
+        """Have ``callback`` called with every state published from now on."""
+        self._subscribers.append(callback)
 
     def request_refresh(self) -> None:
         """Refresh as soon as possible: now if idle, else once the current refresh ends."""

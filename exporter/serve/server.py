@@ -25,6 +25,7 @@ from exporter.exposition.body import (
     wants_openmetrics,
 )
 from exporter.serve.refresher import Refresher
+from exporter.serve.status import AccessRules, StatusSite
 from exporter.serve.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], refresher: Refresher, telemetry_path: str, web: WebConfig
+        self,
+        address: tuple[str, int],
+        refresher: Refresher,
+        telemetry_path: str,
+        web: WebConfig,
+        status: StatusSite,
     ) -> None:
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -50,6 +56,7 @@ class _Server(ThreadingHTTPServer):
         self.refresher = refresher
         self.telemetry_path = telemetry_path
         self.web = web
+        self.status = status
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -103,14 +110,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path in PROBES:
             # Liveness and readiness answer without credentials, so that a container or
             # Kubernetes probe keeps working once basic auth is configured; they say only
             # "OK" or "not ready", nothing read from the sync log.
             self._probe(path)
             return
-        if not self.server.web.authorized(self.headers.get("Authorization")):
+        identity = self.server.web.authorized(self.headers.get("Authorization"))
+        if identity is None:
             self._send(
                 401,
                 b"Unauthorized\n",
@@ -118,6 +126,8 @@ class _Handler(BaseHTTPRequestHandler):
                 {"WWW-Authenticate": 'Basic realm="accounting-sync-exporter"'},
             )
             return
+        if self.server.status.intercept(self, path, query, identity.user):
+            return  # a status page, or a path this user may not see (serve/status/)
         if path == self.server.telemetry_path:
             self._metrics()
         elif path == "/":
@@ -152,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
             "<h1>Accounting sync exporter</h1>"
             f"<p>Version {html.escape(__version__)}</p><ul>"
             f'<li><a href="{path}">Metrics</a></li>'
+            '<li><a href="/status">Status page</a></li>'
             '<li><a href="/healthz">Health</a></li><li><a href="/readyz">Readiness</a></li>'
             "</ul></body></html>"
         )
@@ -188,8 +199,11 @@ class MetricsServer:
         refresher: Refresher,
         telemetry_path: str = "/metrics",
         web: WebConfig | None = None,
+        status: StatusSite | None = None,
     ) -> None:
-        self._server = _Server(address, refresher, telemetry_path, web or WebConfig())
+        web = web or WebConfig()
+        status = status or StatusSite(refresher, AccessRules(None, auth_required=web.auth_required))
+        self._server = _Server(address, refresher, telemetry_path, web, status)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property
@@ -204,5 +218,6 @@ class MetricsServer:
         self._thread.start()
 
     def close(self) -> None:
+        self._server.status.close()  # ends the open event streams
         self._server.shutdown()
         self._server.server_close()

@@ -52,6 +52,19 @@ _TLS_VERSIONS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made a request: ``user`` is None when no basic auth is configured.
+
+    Always truthy, so ``if not web.authorized(...)`` still reads as the auth check.
+    """
+
+    user: str | None
+
+
+ANONYMOUS = Identity(None)
+
+
 @dataclass
 class WebConfig:
     tls: ssl.SSLContext | None = None
@@ -66,28 +79,29 @@ class WebConfig:
     def auth_required(self) -> bool:
         return bool(self.users)
 
-    def authorized(self, authorization: str | None) -> bool:
+    def authorized(self, authorization: str | None) -> Identity | None:
+        """The authenticated user (the status page scopes by it), or None for a 401."""
         if not self.users:
-            return True
+            return ANONYMOUS
         if not authorization or not authorization.startswith("Basic "):
-            return False
+            return None
         try:
             decoded = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return False
+            return None
         user, sep, password = decoded.partition(":")
         hashed = self.users.get(user)
         if not sep or hashed is None:
-            return False
+            return None
         cache_key = hmac.digest(hashed, password.encode(), "sha256")
         with self._lock:
             if cache_key in self._verified:
-                return True
+                return Identity(user)
         if bcrypt.checkpw(password.encode(), hashed):
             with self._lock:
                 self._verified.add(cache_key)
-            return True
-        return False
+            return Identity(user)
+        return None
 
 
 def _fail(path: str, key: str, message: str) -> ConfigError:
