@@ -29,6 +29,8 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -185,7 +187,12 @@ def tenant_dashboard(dashboard: Mapping[str, Any], slug: str) -> dict[str, Any]:
     return result
 
 
-def load_dashboards(directory: Path) -> list[dict[str, Any]]:
+# The generated JSON travels inside the package, so the setup command finds the dashboards
+# of its own release wherever it is installed and from whatever directory it runs.
+PACKAGED_DASHBOARDS: Traversable = resources.files("exporter") / "dashboards"
+
+
+def load_dashboards(directory: Traversable = PACKAGED_DASHBOARDS) -> list[dict[str, Any]]:
     """The organization and error-details dashboards from the generated JSON files."""
     found = []
     for uid in TENANT_DASHBOARD_UIDS:

@@ -102,9 +102,9 @@ def grafana_arguments(parser: argparse.ArgumentParser) -> None:
     )
     grafana.add_argument(
         "--dashboards",
-        default="grafana/dashboards",
         metavar="DIR",
-        help="directory of the generated dashboard JSON (default: %(default)s)",
+        help="directory of the generated dashboard JSON (default: the copy installed with"
+        " the exporter)",
     )
     grafana.add_argument(
         "--update-secrets",
@@ -194,7 +194,9 @@ def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
     auth_text = read_secret("--grafana.auth-file", args.grafana_auth_file) or ""
     user, sep, password = auth_text.partition(":")
     auth: str | tuple[str, str] = (user, password) if sep else auth_text
-    dashboards = gt.load_dashboards(Path(args.dashboards))
+    dashboards = (
+        gt.load_dashboards(Path(args.dashboards)) if args.dashboards else gt.load_dashboards()
+    )
     engine = None
     if settings.database_url:
         engine = engine_for(settings.database_url, settings.database_password_file)
