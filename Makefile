@@ -31,8 +31,12 @@ demo: venv
 test-services:
 	@scripts/test-services.sh
 
+# Line coverage of exporter/ (exporter processes started by system tests included) is
+# measured on the way and summarised at the end: a total, then one row per package.
 test: venv test-services
-	@. ./.test-env && $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@rm -f .coverage .coverage.*
+	@. ./.test-env && $(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS); \
+	status=$$?; $(BIN)/python scripts/coverage_summary.py; exit $$status
 
 lint: venv
 	$(BIN)/ruff check .
@@ -64,4 +68,4 @@ soak: venv test-services
 	@. ./.test-env && $(BIN)/python -m pytest -m soak -s tests/system/test_soak.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .test-env .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .test-env .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
