@@ -2,7 +2,8 @@
 
 coverage.py reports per file (too long to read at the end of a test run) or as a single
 total; the per-package rows show where tests are thin without opening the HTML report.
-Run after pytest has combined the data (``pytest --cov`` does): ``python scripts/coverage_summary.py``.
+Run after pytest has combined the data (``pytest --cov`` does):
+``python scripts/coverage_summary.py``.
 """
 
 from __future__ import annotations
