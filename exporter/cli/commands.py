@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
@@ -112,7 +112,7 @@ class Command:
     run: Callable[[argparse.Namespace, Settings], int]
     options: Sequence[str] = DB_OPTIONS
 
-    def add_to(self, subparsers: Any) -> None:
+    def add_to(self, subparsers: argparse._SubParsersAction[_Parser]) -> None:
         parser = subparsers.add_parser(self.name, help=self.help)
         _add_options(parser, self.options)
         self.arguments(parser)

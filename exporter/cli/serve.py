@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -25,7 +25,7 @@ from exporter.source.engine import engine_for, redact
 log = logging.getLogger("exporter")
 
 
-def settings_from(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> Settings:
+def settings_from(args: argparse.Namespace, defaults: dict[str, object] | None = None) -> Settings:
     flags = {key: getattr(args, key, None) for key in config.OPTIONS_BY_KEY}
     return config.load(flags, getattr(args, "config", None), defaults=defaults)
 
