@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo        run the exporter on a demo SQLite sync log with a simulated pipeline"
-	@echo "make test        install what the tests need, start it, run every test"
+	@echo "make test        install what the tests need, start it, run every test, print line coverage"
 	@echo "make lint        ruff and mypy"
 	@echo "make dashboards  regenerate grafana/dashboards/*.json from code"
 	@echo "make bench       benchmarks (prints ratios measured side by side), then the soak"
