@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
 # The exporter image: small (slim Python, no compilers, no caches) and runs as a non-root user.
-# Also carries the generated dashboards, which the one-shot `grafana-tenants` setup imports.
+# The wheel carries the generated dashboards, which the one-shot `grafana-tenants` setup imports.
 FROM python:3.11.10-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
+# exporter/dashboards links here: the wheel takes the dashboards' JSON from this copy.
+COPY grafana/dashboards ./grafana/dashboards
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[tenancy]'
 
 FROM python:3.11.10-slim-bookworm
@@ -12,7 +14,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels 'accounting-sync-exporter[tenancy]' \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin exporter
-COPY grafana/dashboards /app/grafana/dashboards
 WORKDIR /app
 USER 10001:10001
 EXPOSE 9839

@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo        run the exporter on a demo SQLite sync log with a simulated pipeline"
-	@echo "make test        install what the tests need, start it, run every test"
+	@echo "make test        install what the tests need, start it, run every test, print line coverage"
 	@echo "make lint        ruff and mypy"
 	@echo "make dashboards  regenerate grafana/dashboards/*.json from code"
 	@echo "make bench       benchmarks (prints ratios measured side by side), then the soak"
@@ -39,8 +39,12 @@ demo: $(DEMO_STAMP)
 test-services:
 	@scripts/test-services.sh
 
+# Line coverage of exporter/ (exporter processes started by system tests included) is
+# measured on the way and summarised at the end: a total, then one row per package.
 test: venv test-services
-	@. ./.test-env && $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@rm -f .coverage .coverage.*
+	@. ./.test-env && $(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS); \
+	status=$$?; $(BIN)/python scripts/coverage_summary.py; exit $$status
 
 lint: venv
 	$(BIN)/ruff check .
@@ -72,4 +76,4 @@ soak: venv test-services
 	@. ./.test-env && $(BIN)/python -m pytest -m soak -s tests/system/test_soak.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) .test-env .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) .test-env .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -1,6 +1,6 @@
 """Error classes: what a person must do about a failure, read off the accounting system's answer.
 
-The contract (DESIGN.md, "Reconciliation and error classes") sorts every run-level failure
+The contract ("Reconciliation and error classes" in the README) sorts every run-level failure
 and every record error into one class of a fixed vocabulary. An expired client secret
 (``AADSTS7000222``) and a burst of throttling (``BAD_REQUEST.BURST_RATE_LIMIT_REACHED``)
 both make a run fail, but only the second heals by itself; the first must page someone at

@@ -32,7 +32,7 @@ class IntegrationFacts:
     last_run_records_failed: int = 0
     last_success_at: datetime | None = None
     running_since: datetime | None = None
-    # Reconciliation and error classes (DESIGN.md): records given up on, the expected
+    # Reconciliation and error classes (the contract): records given up on, the expected
     # schedule, and what the last finished run's failures were, by error class.
     rejected_records: int = 0
     expected_interval_seconds: int | None = None

@@ -29,11 +29,16 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from exporter.errors import UsageError
+
+if TYPE_CHECKING:  # an optional dependency (the tenancy extra), imported when used
+    from grafana_client import GrafanaApi
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +190,12 @@ def tenant_dashboard(dashboard: Mapping[str, Any], slug: str) -> dict[str, Any]:
     return result
 
 
-def load_dashboards(directory: Path) -> list[dict[str, Any]]:
+# The generated JSON travels inside the package, so the setup command finds the dashboards
+# of its own release wherever it is installed and from whatever directory it runs.
+PACKAGED_DASHBOARDS: Traversable = resources.files("exporter") / "dashboards"
+
+
+def load_dashboards(directory: Traversable = PACKAGED_DASHBOARDS) -> list[dict[str, Any]]:
     """The organization and error-details dashboards from the generated JSON files."""
     found = []
     for uid in TENANT_DASHBOARD_UIDS:
@@ -259,7 +269,7 @@ class Outcome:
     tenants: list[Tenant] = field(default_factory=list)
 
 
-def grafana_api(url: str, auth: str | tuple[str, str], org_id: int | None = None) -> Any:
+def grafana_api(url: str, auth: str | tuple[str, str], org_id: int | None = None) -> GrafanaApi:
     """A ``GrafanaApi`` for ``url``; ``org_id`` scopes every call to that organization."""
     from grafana_client import GrafanaApi
 
@@ -287,7 +297,7 @@ class TenantSetup:
         dashboards: list[dict[str, Any]],
         *,
         update_secrets: bool = False,
-        api_factory: Callable[..., Any] = grafana_api,
+        api_factory: Callable[..., GrafanaApi] = grafana_api,
     ) -> None:
         self.url, self.auth, self.targets = url, auth, targets
         self.dashboards = dashboards
@@ -334,7 +344,7 @@ class TenantSetup:
             self._home(api, tenant, outcome)
         return outcome
 
-    def _membership(self, main: Any, tenant: Tenant, org_id: int, out: Outcome) -> None:
+    def _membership(self, main: GrafanaApi, tenant: Tenant, org_id: int, out: Outcome) -> None:
         """Org-scoped calls need the admin to be a member of an organization made elsewhere."""
         if not isinstance(self.auth, tuple):
             return
@@ -346,7 +356,9 @@ class TenantSetup:
             )
             out.changes.append(f"{tenant.slug}: added {login} to Grafana organization {org_id}")
 
-    def _datasource(self, api: Any, tenant: Tenant, wanted: dict[str, Any], out: Outcome) -> None:
+    def _datasource(
+        self, api: GrafanaApi, tenant: Tenant, wanted: dict[str, Any], out: Outcome
+    ) -> None:
         from grafana_client.client import GrafanaClientError
 
         uid = wanted["uid"]
@@ -362,7 +374,9 @@ class TenantSetup:
             api.datasource.update_datasource_by_uid(uid, wanted)
             out.changes.append(f"{tenant.slug}: updated datasource {uid}")
 
-    def _dashboard(self, api: Any, tenant: Tenant, wanted: dict[str, Any], out: Outcome) -> None:
+    def _dashboard(
+        self, api: GrafanaApi, tenant: Tenant, wanted: dict[str, Any], out: Outcome
+    ) -> None:
         from grafana_client.client import GrafanaClientError
 
         uid = wanted["uid"]
@@ -384,7 +398,7 @@ class TenantSetup:
         verb = "imported" if existing is None else "updated"
         out.changes.append(f"{tenant.slug}: {verb} dashboard {uid}")
 
-    def _home(self, api: Any, tenant: Tenant, out: Outcome) -> None:
+    def _home(self, api: GrafanaApi, tenant: Tenant, out: Outcome) -> None:
         home = TENANT_DASHBOARD_UIDS[0]
         if api.organization.get_preferences().get("homeDashboardUID") != home:
             api.client.PATCH("/org/preferences", json={"homeDashboardUID": home})

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, Engine
 
@@ -61,15 +62,17 @@ def _check_name(flag: str, name: str) -> None:
         raise RoleError(f"{flag}: names starting with pg_ are reserved, got {name!r}")
 
 
-def _execute(connection: Connection, statement: sql.Composable | str, *params: Any) -> Any:
+def _execute(
+    connection: Connection, statement: sql.Composed | sql.SQL | str, *params: Any
+) -> psycopg.Cursor[tuple[Any, ...]]:
     """Run composed SQL on the psycopg connection under SQLAlchemy's open transaction."""
-    raw = connection.connection.driver_connection
-    cursor = raw.cursor()  # type: ignore[union-attr]
+    raw = cast("psycopg.Connection[tuple[Any, ...]]", connection.connection.driver_connection)
+    cursor = raw.cursor()
     cursor.execute(statement, params or None)
     return cursor
 
 
-def _scalar(connection: Connection, statement: sql.Composable | str, *params: Any) -> Any:
+def _scalar(connection: Connection, statement: sql.Composed | sql.SQL | str, *params: Any) -> Any:
     row = _execute(connection, statement, *params).fetchone()
     return None if row is None else row[0]
 

@@ -10,8 +10,10 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from sqlalchemy import Engine
 
 from exporter.admin.grafana_tenants import DEFAULT_PROXY_HEADER
 from exporter.config import Settings
@@ -21,6 +23,9 @@ from exporter.source.reader import organizations
 
 # The tenant role grafana-tenants expects for each organization (roles.tenant_role_name).
 ROLE_PATTERN = "accounting_sync_<slug>"
+
+if TYPE_CHECKING:  # the Grafana client is an optional dependency, imported when used
+    from exporter.admin.grafana_tenants import Outcome, Tenant
 
 
 def tenant_role_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +60,7 @@ class GrafanaUnavailable(OutsideFailure):
     """Grafana did not answer, or failed on its side: not the user's configuration (exit 1)."""
 
 
-def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
+def _with_engine(settings: Settings, action: Callable[[Engine], str]) -> int:
     engine = engine_for(settings.require_database_url(), settings.database_password_file)
     try:
         print(action(engine))
@@ -67,7 +72,7 @@ def _with_engine(settings: Settings, action: Callable[[Any], str]) -> int:
 def tenant_role(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.admin.roles import ensure_tenant_role
 
-    def action(engine: Any) -> str:
+    def action(engine: Engine) -> str:
         password = read_secret("--password-file", args.password_file)
         result = ensure_tenant_role(engine, args.org, args.role, password)
         verb = "created" if result.created else "updated"
@@ -79,7 +84,7 @@ def tenant_role(args: argparse.Namespace, settings: Settings) -> int:
 def reader_role(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.admin.roles import ensure_reader_role
 
-    def action(engine: Any) -> str:
+    def action(engine: Engine) -> str:
         password = read_secret("--password-file", args.password_file)
         result = ensure_reader_role(engine, args.role, password)
         verb = "created" if result.created else "updated"
@@ -103,7 +108,7 @@ def _http_url(value: str) -> str:
 def writer_role(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.admin.roles import ensure_writer_role
 
-    def action(engine: Any) -> str:
+    def action(engine: Engine) -> str:
         password = read_secret("--password-file", args.password_file)
         result = ensure_writer_role(engine, args.role, password)
         verb = "created" if result.created else "updated"
@@ -131,9 +136,9 @@ def grafana_arguments(parser: argparse.ArgumentParser) -> None:
     )
     grafana.add_argument(
         "--dashboards",
-        default="grafana/dashboards",
         metavar="DIR",
-        help="directory of the generated dashboard JSON (default: %(default)s)",
+        help="directory of the generated dashboard JSON (default: the copy installed with"
+        " the exporter)",
     )
     grafana.add_argument(
         "--update-secrets",
@@ -216,7 +221,7 @@ def grafana_tenants(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
+def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Outcome:
     try:
         from grafana_client.client import GrafanaException
     except ImportError:
@@ -230,7 +235,9 @@ def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
     auth_text = read_secret("--grafana.auth-file", args.grafana_auth_file) or ""
     user, sep, password = auth_text.partition(":")
     auth: str | tuple[str, str] = (user, password) if sep else auth_text
-    dashboards = gt.load_dashboards(Path(args.dashboards))
+    dashboards = (
+        gt.load_dashboards(Path(args.dashboards)) if args.dashboards else gt.load_dashboards()
+    )
     engine = None
     if settings.database_url:
         engine = engine_for(settings.database_url, settings.database_password_file)
@@ -269,13 +276,15 @@ def _run_grafana_setup(args: argparse.Namespace, settings: Settings) -> Any:
             engine.dispose()
 
 
-def _tenants_from_sync_log(engine: Any) -> list[Any]:
+def _tenants_from_sync_log(engine: Engine) -> list[Tenant]:
     from exporter.admin.grafana_tenants import Tenant
 
     return [Tenant(slug, name) for slug, name in organizations(engine)]
 
 
-def _tenant_passwords(args: argparse.Namespace, engine: Any, tenants: list[Any]) -> dict[str, str]:
+def _tenant_passwords(
+    args: argparse.Namespace, engine: Engine | None, tenants: list[Tenant]
+) -> dict[str, str]:
     """Each tenant role's password from its file; with --ensure-db-roles, create what is missing."""
     import secrets
 
@@ -283,6 +292,7 @@ def _tenant_passwords(args: argparse.Namespace, engine: Any, tenants: list[Any])
     from exporter.admin.roles import ensure_tenant_role, tenant_role_name
 
     directory = Path(args.db_password_dir)
+    ensure_in = engine if args.ensure_db_roles else None
     if args.ensure_db_roles:
         if engine is None:
             raise TenantSetupError("--ensure-db-roles needs --database-url")
@@ -298,7 +308,7 @@ def _tenant_passwords(args: argparse.Namespace, engine: Any, tenants: list[Any])
             raise TenantSetupError(f"--db-password-dir: no password file {path} for {tenant.slug}")
         password = read_secret("--db-password-dir", str(path))
         assert password is not None
-        if args.ensure_db_roles:
-            ensure_tenant_role(engine, tenant.slug, role, password)
+        if ensure_in is not None:
+            ensure_tenant_role(ensure_in, tenant.slug, role, password)
         passwords[tenant.slug] = password
     return passwords

@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import psycopg
 from sqlalchemy.exc import SQLAlchemyError
@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, prog=self.prog)
 
 
-def _shown_default(value: Any) -> str:
+def _shown_default(value: object) -> str:
     if isinstance(value, tuple):
         return f"{value[0]}:{value[1]}"
     if isinstance(value, float):
@@ -58,7 +58,7 @@ def _add_options(
     parser: argparse.ArgumentParser,
     keys: Sequence[str],
     *,
-    defaults: dict[str, Any] | None = None,
+    defaults: dict[str, object] | None = None,
     notes: dict[str, str] | None = None,
 ) -> None:
     """The option table's flags, with the defaults this command really uses."""
@@ -95,7 +95,7 @@ DEMO_KEYS = [
     "log.level",
     "log.format",
 ]
-DEMO_DEFAULTS: dict[str, Any] = {"refresh.interval": 2.0}
+DEMO_DEFAULTS: dict[str, object] = {"refresh.interval": 2.0}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +157,7 @@ class Command:
     run: Callable[[argparse.Namespace, Settings], int]
     options: Sequence[str] = DB_OPTIONS
 
-    def add_to(self, subparsers: Any) -> None:
+    def add_to(self, subparsers: argparse._SubParsersAction[_Parser]) -> None:
         parser = subparsers.add_parser(self.name, help=self.help)
         _add_options(parser, self.options)
         self.arguments(parser)

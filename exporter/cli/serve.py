@@ -12,7 +12,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -30,7 +30,7 @@ log = logging.getLogger("exporter")
 
 def settings_from(
     args: argparse.Namespace,
-    defaults: dict[str, Any] | None = None,
+    defaults: dict[str, object] | None = None,
     flags_only: frozenset[str] = frozenset(),
 ) -> Settings:
     flags = {key: getattr(args, key, None) for key in config.OPTIONS_BY_KEY}

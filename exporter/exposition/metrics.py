@@ -1,10 +1,10 @@
 """The metric table: every series the exporter publishes, one row each.
 
 Rules, dashboards, the status page and users' PromQL depend on these spellings
-(DESIGN.md's metric contract). The collector builds its families from these rows, and a
-test checks that every ``accounting_sync_*`` name in the dashboards, rule files and README
-is one of them, so a renamed metric cannot silently empty a panel or an alert. The order
-of the rows is the order of the families in the exposition.
+(the metric contract, listed in the README). The collector builds its families from these
+rows, and a test checks that every ``accounting_sync_*`` name in the dashboards, rule files
+and documents is one of them, so a renamed metric cannot silently empty a panel or an alert.
+The order of the rows is the order of the families in the exposition.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Spec:
     kind: Kind
     help: str
     labels: tuple[str, ...] = INTEGRATION_LABELS
-    contract: bool = False  # named in DESIGN.md: renaming it breaks other systems
+    contract: bool = False  # in the contract: renaming it breaks other systems
 
     @property
     def exposed_names(self) -> tuple[str, ...]:

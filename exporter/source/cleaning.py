@@ -199,7 +199,7 @@ def unknown_record_states(rows: Iterable[Sequence[Any]]) -> list[Problem]:
 
     Such records are neither pending nor done as far as the exporter can tell, so they
     would silently drop out of the pending count; ``rows`` are (org, connector, state,
-    count) as ``repository.UNKNOWN_RECORD_STATES`` groups them.
+    count) as ``reader.UNKNOWN_RECORD_STATES`` groups them.
     """
     return [
         Problem(

@@ -282,6 +282,8 @@ def last_run_errors(engine: Engine, org_id: str) -> list[ErrorDetail]:
 
 
 def run_history(engine: Engine, org_id: str, limit: int = 50) -> list[RunSummary]:
+    """The organization's runs, newest first: the reference the org dashboard's runs table
+    (raw SQL in Grafana) is tested against, so the two cannot disagree about what a run is."""
     statement = (
         select(*_columns(Run, RunSummary))
         .where(Run.org_id == org_id)

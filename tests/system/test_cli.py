@@ -339,13 +339,21 @@ def test_silence_alone_turns_an_integration_red(
     synclog: Pipeline, db_url: str, tmp_path: Path
 ) -> None:
     """No write at all: only the clock moves past stale_after, and a refresh shows red."""
-    finished = datetime.now(UTC)
-    synclog.register("hlf", "HLF", "dynamics", stale_after_seconds=3)
-    synclog.add_finished_run(
-        "hlf", "dynamics", "succeeded", started_at=finished, finished_at=finished
-    )
     with exporter_process(["--database-url", db_url, *FAST], tmp_path) as exporter:
-        assert health(exporter, "hlf", "dynamics") == 0
+        # Written once the exporter serves, so the 3 s window does not depend on how long
+        # the process takes to start on a busy machine; nothing is written after this.
+        finished = datetime.now(UTC)
+        synclog.register("hlf", "HLF", "dynamics", stale_after_seconds=3)
+        synclog.add_finished_run(
+            "hlf", "dynamics", "succeeded", started_at=finished, finished_at=finished
+        )
+
+        def first_seen() -> tuple[float] | None:
+            seen = health(exporter, "hlf", "dynamics")
+            return None if seen is None else (seen,)
+
+        (first,) = wait_until(first_seen, timeout=2 * INTERVAL + 2.0, what="hlf to appear")
+        assert first == 0
 
         def red_seen_at() -> datetime | None:
             return datetime.now(UTC) if health(exporter, "hlf", "dynamics") == 2 else None

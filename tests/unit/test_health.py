@@ -1,8 +1,9 @@
 """The contract's health rules, one row per rule and boundary, with ``now`` passed in.
 
-The facts are what the repository reads from the sync log; how each fact is derived from
-runs (last finished run, last successful sync, running runs) is tested in
-test_repository.py. Here: what health a finance administrator sees for those facts.
+The facts are what the snapshot reader reads from the sync log; how each fact is derived
+from runs (last finished run, last successful sync, running runs) is tested in
+tests/integration/source/test_reader.py. Here: what health a finance administrator sees for
+those facts.
 """
 
 from __future__ import annotations

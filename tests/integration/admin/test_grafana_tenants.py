@@ -256,7 +256,9 @@ def setup_files(tmp_path: Path) -> dict[str, Path]:
     return {"dashboards": dashboards, "tenants": tenants, "auth": auth, "passwords": passwords}
 
 
-def _setup(grafana: GrafanaStandIn, files: dict[str, Path], *extra: str) -> Any:
+def _setup(
+    grafana: GrafanaStandIn, files: dict[str, Path], *extra: str, cwd: Path | None = None
+) -> Any:
     args = [
         "grafana-tenants",
         "--grafana.url", grafana.url,
@@ -270,7 +272,7 @@ def _setup(grafana: GrafanaStandIn, files: dict[str, Path], *extra: str) -> Any:
         args += ["--dashboards", str(files["dashboards"])]
     if "tenants" in files:
         args += ["--tenants", str(files["tenants"])]
-    return run_cli(*args, *extra)
+    return run_cli(*args, *extra, cwd=cwd)
 
 
 def _assert_tenant_org(grafana: GrafanaStandIn, slug: str, name: str) -> None:
@@ -302,6 +304,23 @@ def _assert_tenant_org(grafana: GrafanaStandIn, slug: str, name: str) -> None:
         assert org_var[0]["hide"] == 2
         assert "accounting-sync-overview" not in json.dumps(dashboard.get("links", []))
     assert grafana.preferences[org]["homeDashboardUID"] == "accounting-sync-org"
+
+
+def test_without_dashboards_it_imports_the_installed_copy_from_any_directory(
+    grafana, setup_files, tmp_path
+):
+    del setup_files["dashboards"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _setup(grafana, setup_files, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    for tenant in TENANTS:
+        org = grafana.org_id(tenant["name"])
+        for uid in TENANT_DASHBOARD_UIDS:
+            committed = json.loads((REAL_DASHBOARDS / f"{uid}.json").read_text())
+            imported = grafana.dashboards[org][uid]
+            assert imported["title"] == committed["title"]
+            assert len(imported["panels"]) == len(committed["panels"])
 
 
 def test_one_grafana_organization_per_tenant_with_its_own_datasources_and_dashboards(

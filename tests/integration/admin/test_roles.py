@@ -366,28 +366,3 @@ def test_the_exporter_serves_every_organization_as_the_read_only_role(
     assert value(samples, "accounting_sync_exporter_source_up") == 1
     for org, connector in (("hlf", "dynamics"), ("blindeforbundet", "xledger")):
         assert value(samples, "accounting_sync_failed_records", org=org, connector=connector) == 1
-
-
-def test_the_tenancy_migration_downgrades_and_upgrades_again(sync_log):
-    from alembic import command
-
-    from exporter.source.migrate import alembic_config, current_revision, head_revision
-
-    engine = create_sync_log_engine(normalize_url(sync_log))
-
-    def rls_tables() -> set[str]:
-        with engine.connect() as connection:
-            return set(
-                connection.scalars(text("SELECT relname FROM pg_class WHERE relrowsecurity"))
-            )
-
-    assert rls_tables() == {*TABLES, "sync_tenant_role"}
-    config = alembic_config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0002_change_notification")
-    assert rls_tables() == set()
-    upgrade(engine)
-    assert rls_tables() == {*TABLES, "sync_tenant_role"}
-    assert current_revision(engine) == head_revision()
-    engine.dispose()

@@ -8,6 +8,7 @@ another organization's, and an awkward organization id must not break (or widen)
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, text
 from exporter.source.engine import create_sync_log_engine, normalize_url
 from exporter.source.migrate import upgrade
 from exporter.source.pipeline import Pipeline
+from exporter.source.reader import ErrorDetail, RunSummary, last_run_errors, run_history
 from tests.support.interpolate import (
     ALL,
     Context,
@@ -238,6 +240,36 @@ def test_the_runs_table_lists_the_organizations_runs_for_the_chosen_connector(sy
         engine, sql_queries("accounting-sync-org", "blindeforbundet", "xledger")["Sync runs"]
     )
     assert {r["connector"] for r in xledger} == {"xledger"} and len(xledger) == 3
+
+
+def as_reference(found: list[dict], reference: type, time_column: str) -> list[dict]:
+    """The panel's rows keyed by the reference dataclass's field names (``time`` renamed)."""
+    names = [f.name for f in fields(reference)]
+    return [
+        {name: row[name] for name in names if name in row} | {time_column: row["time"]}
+        for row in found
+    ]
+
+
+def test_the_runs_table_is_the_readers_run_history(sync_log):
+    # run_history is the reference: the same runs, newest first, with the same values.
+    engine, *_ = sync_log
+    for org in ("blindeforbundet", "hlf", AWKWARD, "nobody"):
+        shown = rows(engine, sql_queries("accounting-sync-org", org)["Sync runs"])
+        reference = [
+            {k: v for k, v in asdict(h).items() if k != "id"}
+            for h in run_history(engine, org, limit=200)
+        ]
+        assert as_reference(shown, RunSummary, "started_at") == reference
+    assert run_history(engine, "blindeforbundet"), "the reference is not empty"
+
+
+def test_the_failed_records_table_is_the_readers_last_run_errors(sync_log):
+    engine, *_ = sync_log
+    for org in ("blindeforbundet", "hlf", AWKWARD, "nobody"):
+        sql = sql_queries("accounting-sync-errors", org)["Failed records of the last finished sync"]
+        reference = [asdict(e) for e in last_run_errors(engine, org)]
+        assert as_reference(rows(engine, sql), ErrorDetail, "occurred_at") == reference
 
 
 def test_every_sql_query_of_every_dashboard_runs(sync_log):

@@ -1,4 +1,4 @@
-"""The repository against real databases (SQLite and PostgreSQL, via the ``engine`` fixture).
+"""The snapshot reader against real databases (SQLite and PostgreSQL, via the ``engine`` fixture).
 
 What the exporter believes about each integration comes from ``read_snapshot``; these
 tests write a history with the pipeline's own writes and check the facts derived from it,
