@@ -65,8 +65,9 @@ RECORD_TYPES = ("expense", "travel", "invoice")
 
 # The demo's mark on a database it made: the sync log schema has no such table, so a
 # production sync log never carries it.
+DEMO_MARKER_TABLE = "accounting_sync_demo"
 DEMO_MARKER = Table(
-    "accounting_sync_demo",
+    DEMO_MARKER_TABLE,
     MetaData(),
     Column("made_by", String(64), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
