@@ -30,7 +30,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     if engine.url.get_backend_name() == "sqlite" and path not in (None, "", ":memory:"):
         Path(str(path)).expanduser().parent.mkdir(parents=True, exist_ok=True)
     config = alembic_config(engine)
-    with engine.begin() as connection:
+    # Alembic owns the transactions (one per migration, see migrations/env.py): a migration
+    # may need to step outside them, as 0006 does to build an index concurrently.
+    with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

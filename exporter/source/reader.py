@@ -28,13 +28,20 @@ from sqlalchemy import (
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.sql.elements import ColumnElement
 
+from exporter.classification import CODE_PREFIX, MESSAGE_PREFIX, Classifier
 from exporter.model import Snapshot
-from exporter.source.cleaning import sanitize, unknown_record_states
+from exporter.source.cleaning import (
+    DEFAULT_CLASSIFIER,
+    classify_failures,
+    sanitize,
+    unknown_record_states,
+)
 from exporter.source.deadline import ConnectionTracker, with_deadline
 from exporter.source.pipeline import utcnow
 from exporter.source.schema import (
     FINISHED_RUN,
     PENDING_RECORD,
+    REJECTED_RECORD,
     RUNNING_RUN,
     SUCCESSFUL_RUN,
     UNKNOWN_RECORD_STATE,
@@ -90,6 +97,12 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
         .correlate(Integration)
         .scalar_subquery()
     )
+    rejected = (
+        select(func.count())
+        .where(_same_integration(Record), text(REJECTED_RECORD))
+        .correlate(Integration)
+        .scalar_subquery()
+    )
     oldest_pending = (
         select(func.min(Record.enqueued_at))
         .where(_same_integration(Record), text(PENDING_RECORD))
@@ -109,6 +122,8 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
             running_since.label("running_since"),
             pending.label("pending_records"),
             oldest_pending.label("oldest_pending_at"),
+            rejected.label("rejected_records"),
+            Integration.expected_interval_seconds,
         )
         .select_from(Integration)
         .outerjoin(Organization, Organization.id == Integration.org_id)
@@ -140,6 +155,11 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
             Run.finished_at,
             Run.records_total,
             Run.records_failed,
+            per_integration.c.rejected_records,
+            per_integration.c.expected_interval_seconds,
+            Run.id.label("last_run_id"),
+            func.substr(Run.error_code, 1, CODE_PREFIX).label("error_code"),
+            func.substr(Run.error_message, 1, MESSAGE_PREFIX).label("error_message"),
         )
         .select_from(per_integration)
         .outerjoin(Run, Run.id == per_integration.c.last_run_id)
@@ -159,7 +179,9 @@ SUMMARY_SNAPSHOT_STATEMENT = text(
     SELECT i.org_id, o.name AS org_name, i.connector, i.active, i.stale_after_seconds,
            i.created_at, i.last_success_at, g.running_since, p.pending_records,
            p.oldest_pending_at, r.status, r.started_at, r.finished_at, r.records_total,
-           r.records_failed
+           r.records_failed, j.rejected_records, i.expected_interval_seconds,
+           r.id AS last_run_id, substr(r.error_code, 1, {code}) AS error_code,
+           substr(r.error_message, 1, {message}) AS error_message
     FROM sync_integration AS i
     LEFT JOIN sync_organization AS o ON o.id = i.org_id
     LEFT JOIN sync_run AS r ON r.id = i.last_run_id
@@ -168,14 +190,41 @@ SUMMARY_SNAPSHOT_STATEMENT = text(
                FROM sync_record WHERE state = 'pending'
                GROUP BY org_id, connector) AS p
            ON p.org_id = i.org_id AND p.connector = i.connector
+    LEFT JOIN (SELECT org_id, connector, count(*) AS rejected_records
+               FROM sync_record WHERE state = 'rejected'
+               GROUP BY org_id, connector) AS j
+           ON j.org_id = i.org_id AND j.connector = i.connector
     LEFT JOIN (SELECT org_id, connector, min(started_at) AS running_since
                FROM sync_run WHERE status = 'running'
                GROUP BY org_id, connector) AS g
            ON g.org_id = i.org_id AND g.connector = i.connector
     ORDER BY i.org_id, i.connector
-    """
+    """.format(code=CODE_PREFIX, message=MESSAGE_PREFIX)
 )
 _UNDEFINED_COLUMN = "42703"
+
+# The failed records of every integration's last finished run, grouped by what the
+# accounting system answered, for the classifier (cleaning.classify_failures). Joined on
+# the last runs' ids, so the cost follows the failed records of those runs alone, through
+# ix_sync_record_error_run, not the length of the history. Long codes and messages are cut
+# here, so a megabyte-long message never crosses the wire, and identical answers arrive as
+# one row with a count.
+_ERROR_CODE = func.substr(RecordError.error_code, 1, CODE_PREFIX)
+_ERROR_MESSAGE = func.substr(RecordError.error_message, 1, MESSAGE_PREFIX)
+LAST_RUN_ERRORS = (
+    select(RecordError.run_id, _ERROR_CODE, _ERROR_MESSAGE, func.count())
+    .where(RecordError.run_id.in_(select(_last_finished_run_id()).select_from(Integration)))
+    .group_by(RecordError.run_id, _ERROR_CODE, _ERROR_MESSAGE)
+)
+SUMMARY_LAST_RUN_ERRORS = text(
+    """
+    SELECT e.run_id, substr(e.error_code, 1, {code}), substr(e.error_message, 1, {message}),
+           count(*)
+    FROM sync_integration AS i
+    JOIN sync_record_error AS e ON e.run_id = i.last_run_id
+    GROUP BY 1, 2, 3
+    """.format(code=CODE_PREFIX, message=MESSAGE_PREFIX)
+)
 
 
 # Records the contract has no state for, to report them (an index keeps this free; see schema).
@@ -194,17 +243,27 @@ class SnapshotReader:
     PostgreSQL schema may not: it then gets the per-integration lookups from the first
     failure on, without a failed statement per refresh), and it tracks its engine's
     connections so that a read past ``deadline`` seconds is cut off (source/deadline.py).
+    ``classifier`` (built from the config's ``classification.rules``) sorts the last runs'
+    failures into error classes here, once per refresh, so a scrape never classifies.
     """
 
-    def __init__(self, engine: Engine, *, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        deadline: float | None = None,
+        classifier: Classifier = DEFAULT_CLASSIFIER,
+    ) -> None:
         self.engine = engine
+        self.classifier = classifier
         self._deadline = deadline
         self._tracker = ConnectionTracker(engine)
         self._summary = engine.dialect.name == "postgresql"
 
     def read(self, now: datetime | None = None) -> Snapshot:
-        """Every integration's facts in one statement (one consistent view), and outbox
-        records in unknown states in a second; both return their problems."""
+        """Every integration's facts in one statement (one consistent view), the last
+        runs' failed records by answer in a second, and outbox records in unknown states in
+        a third: three statements whatever the number of integrations."""
         if self._deadline is None:
             return self._read(now)
         return with_deadline(lambda: self._read(now), self._deadline, self._tracker)
@@ -216,10 +275,18 @@ class SnapshotReader:
     def _read(self, now: datetime | None) -> Snapshot:
         with self.engine.connect() as connection:
             rows = self._rows(connection)
+            errors = connection.execute(
+                SUMMARY_LAST_RUN_ERRORS if self._summary else LAST_RUN_ERRORS
+            ).all()
             unknown = connection.execute(UNKNOWN_RECORD_STATES).all()
         read_at = now or utcnow()
+        # A run whose id changed between the two statements (a run finished in between) finds
+        # no failures under its id: it shows none until the next refresh, never another's.
+        failures = classify_failures(errors, self.classifier)
         # Rows from a sloppy writer are repaired or skipped one by one (source/cleaning.py).
-        integrations, problems = sanitize(rows, read_at)
+        integrations, problems = sanitize(
+            rows, read_at, classifier=self.classifier, failures=failures
+        )
         return Snapshot(
             read_at=read_at,
             integrations=integrations,
@@ -239,9 +306,11 @@ class SnapshotReader:
             return connection.execute(SNAPSHOT_STATEMENT).all()
 
 
-def read_snapshot(engine: Engine, now: datetime | None = None) -> Snapshot:
+def read_snapshot(
+    engine: Engine, now: datetime | None = None, classifier: Classifier = DEFAULT_CLASSIFIER
+) -> Snapshot:
     """One snapshot, read by a reader made for the occasion (tests, benchmarks, tools)."""
-    return SnapshotReader(engine).read(now)
+    return SnapshotReader(engine, classifier=classifier).read(now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,11 @@ def row(**overrides):  # type: ignore[no-untyped-def]
         "finished_at": NOW - timedelta(minutes=5),
         "records_total": 9,
         "records_failed": 0,
+        "rejected_records": 0,
+        "expected_interval_seconds": 900,
+        "last_run_id": 41,
+        "error_code": None,
+        "error_message": None,
     }
     values.update(overrides)
     return tuple(values.values())
