@@ -175,13 +175,13 @@ SNAPSHOT_STATEMENT = _snapshot_statement()
 # take .timestamp()); UTCDateTime's per-value conversion was a third of the read at 10,000
 # integrations.
 SUMMARY_SNAPSHOT_STATEMENT = text(
-    """
+    f"""
     SELECT i.org_id, o.name AS org_name, i.connector, i.active, i.stale_after_seconds,
            i.created_at, i.last_success_at, g.running_since, p.pending_records,
            p.oldest_pending_at, r.status, r.started_at, r.finished_at, r.records_total,
            r.records_failed, j.rejected_records, i.expected_interval_seconds,
-           r.id AS last_run_id, substr(r.error_code, 1, {code}) AS error_code,
-           substr(r.error_message, 1, {message}) AS error_message
+           r.id AS last_run_id, substr(r.error_code, 1, {CODE_PREFIX}) AS error_code,
+           substr(r.error_message, 1, {MESSAGE_PREFIX}) AS error_message
     FROM sync_integration AS i
     LEFT JOIN sync_organization AS o ON o.id = i.org_id
     LEFT JOIN sync_run AS r ON r.id = i.last_run_id
@@ -199,7 +199,7 @@ SUMMARY_SNAPSHOT_STATEMENT = text(
                GROUP BY org_id, connector) AS g
            ON g.org_id = i.org_id AND g.connector = i.connector
     ORDER BY i.org_id, i.connector
-    """.format(code=CODE_PREFIX, message=MESSAGE_PREFIX)
+    """
 )
 _UNDEFINED_COLUMN = "42703"
 
@@ -217,13 +217,13 @@ LAST_RUN_ERRORS = (
     .group_by(RecordError.run_id, _ERROR_CODE, _ERROR_MESSAGE)
 )
 SUMMARY_LAST_RUN_ERRORS = text(
-    """
-    SELECT e.run_id, substr(e.error_code, 1, {code}), substr(e.error_message, 1, {message}),
-           count(*)
+    f"""
+    SELECT e.run_id, substr(e.error_code, 1, {CODE_PREFIX}),
+           substr(e.error_message, 1, {MESSAGE_PREFIX}), count(*)
     FROM sync_integration AS i
     JOIN sync_record_error AS e ON e.run_id = i.last_run_id
     GROUP BY 1, 2, 3
-    """.format(code=CODE_PREFIX, message=MESSAGE_PREFIX)
+    """
 )
 
 

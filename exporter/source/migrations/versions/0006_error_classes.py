@@ -1,5 +1,5 @@
-"""Error classes and lateness: ``sync_run.error_code``, ``sync_integration.expected_interval_seconds``
-and an index that counts rejected records.
+"""Error classes and lateness: ``sync_run.error_code``,
+``sync_integration.expected_interval_seconds`` and an index that counts rejected records.
 
 A sync log in production is large and the pipeline writes to it all the time, so nothing
 here rewrites a table or holds a lock that stops the pipeline for longer than a catalog
