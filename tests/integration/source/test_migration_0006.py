@@ -177,3 +177,25 @@ def test_the_migration_never_blocks_the_pipelines_writes(pg_url: str) -> None:
     assert (found["org-1"].rejected_records, found["org-1"].last_run_error_class) == (11, "auth")
     assert found["org-2"].expected_interval_seconds == 900
     assert (found["org-3"].rejected_records, found["org-3"].last_run_error_class) == (10, "auth")
+
+
+@pytest.mark.postgres
+def test_a_migration_interrupted_before_its_index_build_completes_when_run_again(
+    pg_url: str,
+) -> None:
+    engine = _sqlalchemy(pg_url)
+    try:
+        upgrade(engine, BEFORE)
+        # What the first, committed step leaves when the concurrent build is then cut off.
+        with psycopg.connect(pg_url, autocommit=True) as setup:
+            setup.execute("ALTER TABLE sync_run ADD COLUMN error_code text")
+            setup.execute("ALTER TABLE sync_integration ADD COLUMN expected_interval_seconds int")
+            setup.execute(
+                "ALTER TABLE sync_integration ADD CONSTRAINT "
+                "ck_sync_integration_expected_interval_positive "
+                "CHECK (expected_interval_seconds > 0) NOT VALID"
+            )
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

@@ -62,15 +62,18 @@ def upgrade() -> None:
     op.execute(
         "ALTER TABLE sync_integration ADD COLUMN IF NOT EXISTS expected_interval_seconds integer"
     )
-    op.execute(
-        f"ALTER TABLE sync_integration ADD CONSTRAINT {CHECK} "
-        "CHECK (expected_interval_seconds > 0) NOT VALID"
-    )
+    # The steps below commit before the index is built: a run that failed there has left
+    # them in place, so each of them must find its work done and move on.
+    if not _exists(_CHECK_PRESENT, CHECK):
+        op.execute(
+            f"ALTER TABLE sync_integration ADD CONSTRAINT {CHECK} "
+            "CHECK (expected_interval_seconds > 0) NOT VALID"
+        )
     with op.get_context().autocommit_block():
         # SHARE UPDATE EXCLUSIVE: reads and writes of sync_integration go on meanwhile.
         op.execute(f"ALTER TABLE sync_integration VALIDATE CONSTRAINT {CHECK}")
         # An earlier attempt that was interrupted leaves an invalid index behind.
-        if _invalid_index_left():
+        if _exists(_INVALID_INDEX, INDEX):
             op.execute(f"DROP INDEX CONCURRENTLY {INDEX}")
         op.execute(
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} "
@@ -78,15 +81,18 @@ def upgrade() -> None:
         )
 
 
-def _invalid_index_left() -> bool:
-    found = op.get_bind().execute(
-        sa.text(
-            "SELECT 1 FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid "
-            "WHERE c.relname = :name AND NOT x.indisvalid"
-        ),
-        {"name": INDEX},
-    )
-    return found.first() is not None
+_CHECK_PRESENT = (
+    "SELECT 1 FROM pg_constraint "
+    "WHERE conname = :name AND conrelid = 'sync_integration'::regclass"
+)
+_INVALID_INDEX = (
+    "SELECT 1 FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid "
+    "WHERE c.relname = :name AND NOT x.indisvalid"
+)
+
+
+def _exists(query: str, name: str) -> bool:
+    return op.get_bind().execute(sa.text(query), {"name": name}).first() is not None
 
 
 def downgrade() -> None:
