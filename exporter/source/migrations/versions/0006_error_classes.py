@@ -82,8 +82,7 @@ def upgrade() -> None:
 
 
 _CHECK_PRESENT = (
-    "SELECT 1 FROM pg_constraint "
-    "WHERE conname = :name AND conrelid = 'sync_integration'::regclass"
+    "SELECT 1 FROM pg_constraint WHERE conname = :name AND conrelid = 'sync_integration'::regclass"
 )
 _INVALID_INDEX = (
     "SELECT 1 FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid "
