@@ -369,9 +369,7 @@ def test_the_exporter_serves_every_organization_as_the_read_only_role(
 
 
 def test_the_tenancy_migration_downgrades_and_upgrades_again(sync_log):
-    from alembic import command
-
-    from exporter.source.migrate import alembic_config, current_revision, head_revision
+    from exporter.source.migrate import current_revision, downgrade, head_revision
 
     engine = create_sync_log_engine(normalize_url(sync_log))
 
@@ -382,10 +380,7 @@ def test_the_tenancy_migration_downgrades_and_upgrades_again(sync_log):
             )
 
     assert rls_tables() == {*TABLES, "sync_tenant_role"}
-    config = alembic_config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0002_change_notification")
+    downgrade(engine, "0002_change_notification")
     assert rls_tables() == set()
     upgrade(engine)
     assert rls_tables() == {*TABLES, "sync_tenant_role"}

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 from exporter.source.engine import create_sync_log_engine, normalize_url
-from exporter.source.migrate import current_revision, head_revision, upgrade
+from exporter.source.migrate import current_revision, downgrade, head_revision, upgrade
 from exporter.source.reader import read_snapshot
 from tests.support import wait_until
 
@@ -195,6 +195,22 @@ def test_a_migration_interrupted_before_its_index_build_completes_when_run_again
                 "ck_sync_integration_expected_interval_positive "
                 "CHECK (expected_interval_seconds > 0) NOT VALID"
             )
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_it_downgrades_and_upgrades_again(db_url: str) -> None:
+    engine = _sqlalchemy(db_url)
+    try:
+        upgrade(engine)
+        downgrade(engine, BEFORE)
+        assert current_revision(engine) == BEFORE
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("sync_run")}
+            indexes = {i["name"] for i in inspect(connection).get_indexes("sync_record")}
+        assert "error_code" not in columns and "ix_sync_record_rejected" not in indexes
         upgrade(engine)
         assert current_revision(engine) == head_revision()
     finally:
