@@ -7,6 +7,8 @@ and last success that migration 0002's trigger keeps on each integration, and gr
 pending records and running runs through their partial indexes; elsewhere (SQLite, or a
 PostgreSQL schema without that migration) it looks both up per integration in partial
 indexes, which is as good for the small logs those hold (bench/RESULTS.md has figures).
+A second statement reads the failed records of the integrations' last finished runs,
+grouped by answer, for the error classes; its cost follows those records, not history.
 """
 
 from __future__ import annotations
