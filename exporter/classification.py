@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 ERROR_CLASSES = (
     "auth",
@@ -38,8 +37,12 @@ HEALS_BY_ITSELF = frozenset({"throttled", "timeout", "conflict", "unavailable"})
 UNKNOWN = "unknown"
 
 # Only so much of a message is searched: a pattern that matters sits near the start, and a
-# megabyte-long message must not cost a megabyte of regex work per refresh.
+# megabyte-long message must not cost a megabyte of regex work per refresh. The reader cuts
+# messages and codes at these lengths in SQL already, so they never cross the wire whole.
 MESSAGE_PREFIX = 4096
+CODE_PREFIX = 200
+# An operator's code must be shorter than what is compared, so a cut code never equals it.
+CODE_RULE_LIMIT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +114,15 @@ BUILTIN_RULES: tuple[Rule, ...] = (
 )
 
 
-def _clean(value: Any, limit: int) -> str:
-    """Text to match: control characters folded to spaces, cut at ``limit``."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def _clean(value: object, limit: int) -> str:
+    """Text to match: runs of control characters folded to one space, cut at ``limit``."""
     if value is None:
         return ""
-    text = str(value)[:limit]
-    return "".join(" " if ch < " " or ch == "\x7f" else ch for ch in text).strip()
+    text = value if isinstance(value, str) else str(value)
+    return _CONTROL.sub(" ", text[:limit]).strip()
 
 
 class Classifier:
@@ -127,7 +133,7 @@ class Classifier:
     The memo is bounded so an endless variety of messages cannot grow it without limit.
     """
 
-    MEMO_LIMIT = 10_000
+    MEMO_LIMIT = 2048  # keys hold up to MESSAGE_PREFIX characters: a few MiB at most
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         extra = tuple(rules)
@@ -136,9 +142,9 @@ class Classifier:
         self._message_rules = tuple(r for r in self.rules if r.message is not None)
         self._memo: dict[tuple[str, str], str] = {}
 
-    def classify(self, code: Any, message: Any) -> str:
+    def classify(self, code: object, message: object) -> str:
         """The class of one failure: a recognised code decides, then the message."""
-        key = (_clean(code, 200).casefold(), _clean(message, MESSAGE_PREFIX))
+        key = (_clean(code, CODE_PREFIX).casefold(), _clean(message, MESSAGE_PREFIX))
         found = self._memo.get(key)
         if found is None:
             found = self._classify(*key)
@@ -154,13 +160,12 @@ class Classifier:
                     return rule.error_class
         if message:
             for rule in self._message_rules:
-                assert rule.message is not None
-                if rule.message.search(message):
+                if rule.message is not None and rule.message.search(message):
                     return rule.error_class
         return UNKNOWN
 
 
-def parse_rules(raw: Any, key: str = "classification.rules") -> list[Rule]:
+def parse_rules(raw: object, key: str = "classification.rules") -> list[Rule]:
     """Operator rules from the YAML config: a list of ``{class, code}`` or ``{class,
     message}`` mappings. A bad entry raises ``ValueError`` naming its dotted key."""
     if raw is None:
@@ -184,9 +189,14 @@ def parse_rules(raw: Any, key: str = "classification.rules") -> list[Rule]:
         if (code is None) == (message is None):
             raise ValueError(f"{where}: give exactly one of code or message")
         if code is not None:
-            if not isinstance(code, str | int) or not str(code).strip():
+            text = str(code).strip() if isinstance(code, str | int) else ""
+            if isinstance(code, bool) or not text or _CONTROL.search(text):
                 raise ValueError(f"{where}.code: expected a non-empty string, got {code!r}")
-            rules.append(Rule(error_class, code=str(code).strip().casefold()))
+            if len(text) > CODE_RULE_LIMIT or "*" in text[:-1]:
+                raise ValueError(
+                    f"{where}.code: at most {CODE_RULE_LIMIT} characters, with * only at the end"
+                )
+            rules.append(Rule(error_class, code=text.casefold()))
             continue
         if not isinstance(message, str) or not message:
             raise ValueError(f"{where}.message: expected a non-empty pattern, got {message!r}")

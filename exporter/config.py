@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from exporter.classification import Classifier, Rule, parse_rules
 from exporter.durations import parse_duration
 from exporter.errors import UsageError
 from exporter.logs import FORMATS, LEVELS
@@ -148,10 +149,14 @@ def _string(value: Any) -> str:
     return value
 
 
+def _rules(value: Any) -> tuple[Rule, ...]:
+    return tuple(parse_rules(value, "classification.rules"))
+
+
 @dataclass(frozen=True)
 class Option:
     key: str  # dotted YAML path and attribute name (dots become underscores)
-    flag: str
+    flag: str  # empty for an option only the YAML file can set (a list, say)
     parse: Callable[[Any], Any]
     default: Any
     help: str
@@ -269,6 +274,16 @@ OPTIONS: tuple[Option, ...] = (
         "Most live-update streams of the status page open at once (one more gets 503).",
         "status",
     ),
+    # A list of {class, code} or {class, message} mappings, ahead of the shipped table
+    # (exporter/classification.py); too structured for a flag or a variable.
+    Option(
+        "classification.rules",
+        "",
+        _rules,
+        (),
+        "Extra error classification rules (YAML only).",
+        "classification",
+    ),
 )
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
 ENVIRONMENT = frozenset(option.env for option in OPTIONS)
@@ -307,6 +322,11 @@ class Settings:
     status_max_streams: int = 64
     # status.users (YAML only): user -> organizations it may see; None when not configured.
     status_users: dict[str, tuple[str, ...]] | None = None
+    classification_rules: tuple[Rule, ...] = ()
+
+    def classifier(self) -> Classifier:
+        """The operators' rules ahead of the shipped table."""
+        return Classifier(self.classification_rules)
 
     def require_database_url(self) -> str:
         if not self.database_url:
@@ -376,16 +396,18 @@ def load(
         from_elsewhere = option.key not in flags_only
         if from_elsewhere and option.key in from_file and from_file[option.key] is not None:
             raw, source = from_file[option.key], f"{config_file}: {option.key}"
-        if from_elsewhere and environ.get(option.env):
+        if from_elsewhere and option.flag and environ.get(option.env):
             raw, source = environ[option.env], option.env
-        if flags.get(option.key) is not None:
+        if option.flag and flags.get(option.key) is not None:
             raw, source = flags[option.key], option.flag
         if source:
             sources[option.key] = source
             try:
                 values[option.attribute] = option.parse(raw)
             except ValueError as exc:
-                raise ConfigError(source, str(exc)) from None
+                # A structured option names the exact entry (classification.rules[2].class).
+                where = f"{config_file}" if not option.flag else source
+                raise ConfigError(where, str(exc)) from None
         elif defaults and option.key in defaults:
             values[option.attribute] = defaults[option.key]
         else:

@@ -1,9 +1,10 @@
 """The embedded demo: a seeded SQLite sync log and a simulated pipeline that keeps writing.
 
-The seed covers every state a finance administrator can meet (green, amber from failed
-records, amber from an aborted run, red after a long silence, red never synced, and an
-inactive integration), and the simulation keeps the healthy ones moving so that
-/metrics visibly changes within seconds.
+The seed covers every state a finance administrator can meet (green and staying green,
+amber from validation errors with rejected records, an expired Dynamics client secret,
+throttling that heals, a closed posting period, a pipeline running late, red after a long
+silence, red never synced, and an inactive integration), and the simulation keeps the
+healthy, flaky and throttled ones moving so that /metrics visibly changes within seconds.
 """
 
 from __future__ import annotations
@@ -45,20 +46,49 @@ class DemoIntegration:
     org_id: str
     name: str
     connector: str
-    story: str  # healthy, flaky, stale, never, aborted, inactive
+    # healthy, flaky, stale, never, expired_secret, throttled, period_closed, late, inactive
+    story: str
     failure_rate: float = 0.0
+    expected_interval_seconds: int | None = None
 
 
 DEMO: tuple[DemoIntegration, ...] = (
-    DemoIntegration("blindeforbundet", "Norges Blindeforbund", "xledger", "healthy", 0.03),
-    DemoIntegration("hlf", "Hørselshemmedes Landsforbund", "dynamics", "flaky", 0.25),
-    DemoIntegration("doveforbundet", "Norges Døveforbund", "xledger", "healthy", 0.05),
+    # Green and staying green: its syncs never fail, so it never drifts amber at random.
+    DemoIntegration("blindeforbundet", "Norges Blindeforbund", "xledger", "healthy", 0.0, 900),
+    # Amber from validation errors on records; some records are given up on (rejected).
+    DemoIntegration("hlf", "Hørselshemmedes Landsforbund", "dynamics", "flaky", 0.25, 900),
+    DemoIntegration("doveforbundet", "Norges Døveforbund", "xledger", "healthy", 0.0, 900),
     DemoIntegration("redd-barna", "Redd Barna", "dynamics", "stale"),
     DemoIntegration("kirkens-bymisjon", "Kirkens Bymisjon", "xledger", "never"),
-    DemoIntegration("turistforeningen", 'Den Norske Turistforening "DNT"', "dynamics", "aborted"),
+    # The Dynamics client secret expired: every run fails until someone renews it.
+    DemoIntegration(
+        "turistforeningen", 'Den Norske Turistforening "DNT"', "dynamics", "expired_secret"
+    ),
+    # Xledger's burst limit now and then: a run fails, the next one gets through.
+    DemoIntegration("kreftforeningen", "Kreftforeningen", "xledger", "throttled", 0.0, 900),
+    # Business Central refuses the posting date: the period is closed.
+    DemoIntegration("redningsselskapet", "Redningsselskapet", "dynamics", "period_closed"),
+    # Expected every 15 minutes, silent for 45: late long before it turns red.
+    DemoIntegration("sos-barnebyer", "SOS-barnebyer", "xledger", "late", 0.0, 900),
     DemoIntegration("naturvernforbundet", "Naturvernforbundet", "xledger", "inactive"),
 )
 RECORD_TYPES = ("expense", "travel", "invoice")
+SIMULATED = ("healthy", "flaky", "throttled")  # the stories the simulated pipeline keeps moving
+THROTTLED_EVERY = 6  # steps: the throttled integration fails one step in this many
+EXPIRED_SECRET = (
+    "AADSTS7000222",
+    "AADSTS7000222: The provided client secret keys for app 'expense-sync' are expired. "
+    "Visit the Azure portal to create new keys for your app.",
+)
+BURST_LIMIT = (
+    "BAD_REQUEST.BURST_RATE_LIMIT_REACHED",
+    "Burst rate limit reached: too many requests in a short time. Try again shortly.",
+)
+PERIOD_CLOSED = (
+    None,
+    "The Posting Date is not within your range of allowed posting dates in Gen. Journal "
+    "Line Journal Template Name='GENERELT',Journal Batch Name='UTLEGG',Line No.='10000'",
+)
 
 
 # --- which database the demo may write into (kept apart from the seeded stories below)
@@ -150,11 +180,13 @@ def seed_sync_log(engine: Engine, now: datetime, rng: random.Random) -> None:
             item.name,
             item.connector,
             active=item.story != "inactive",
+            expected_interval_seconds=item.expected_interval_seconds,
             created_at=created,
         )
         last_good = {
             "stale": now - timedelta(hours=30),
             "inactive": now - timedelta(days=20),
+            "late": now - timedelta(minutes=45),
             "never": None,
         }.get(item.story, now - timedelta(minutes=10))
         if last_good is not None:
@@ -186,16 +218,19 @@ def seed_sync_log(engine: Engine, now: datetime, rng: random.Random) -> None:
             refs,
             at=now - timedelta(hours=2 if item.story != "healthy" else 0),
         )
-        if item.story == "aborted":
+        answer = {
+            "expired_secret": EXPIRED_SECRET,
+            "throttled": BURST_LIMIT,
+            "period_closed": PERIOD_CLOSED,
+        }.get(item.story)
+        if answer is not None:
+            code, message = answer
             run = pipeline.start_run(item.org_id, item.connector, at=now - timedelta(minutes=5))
             pipeline.finish_run(
-                run,
-                "failed",
-                at=now - timedelta(minutes=4),
-                error_message="401 Unauthorized: the API token has expired",
+                run, "failed", error_code=code, error_message=message, at=now - timedelta(minutes=4)
             )
         if item.story == "flaky":
-            _sync(pipeline, item, ids, rng, now, failure_rate=0.5)
+            _sync(pipeline, item, ids, rng, now, failure_rate=0.5, give_up=(ids[0],))
 
 
 def _sync(
@@ -205,15 +240,21 @@ def _sync(
     rng: random.Random,
     now: datetime,
     failure_rate: float,
+    give_up: tuple[int, ...] = (),
 ) -> None:
+    """One run over ``ids``: each fails with ``failure_rate``; those in ``give_up`` are
+    rejected (the pipeline stops retrying them) and count as failed."""
     run = pipeline.start_run(item.org_id, item.connector, at=now - timedelta(seconds=2))
     failed = 0
     synced = []
     for record_id in ids:
-        if rng.random() < failure_rate:
+        rejected = record_id in give_up
+        if rejected or rng.random() < failure_rate:
             failed += 1
             code, message = rng.choice(ERRORS[item.connector])
-            pipeline.record_failure(run, record_id, message, error_code=code, at=now)
+            pipeline.record_failure(
+                run, record_id, message, error_code=code, give_up=rejected, at=now
+            )
         else:
             synced.append(record_id)
     pipeline.mark_synced(synced, at=now)
@@ -226,16 +267,22 @@ def _sync(
     )
 
 
+# Record-level answers in the accounting systems' own words and codes (validation errors
+# mostly, the common case of a record that needs a person), so the classes are realistic.
 ERRORS = {
     "xledger": [
-        ("XL-ACCOUNT", "Account 6800 is closed for posting in period 2026-11"),
-        ("XL-VAT", "VAT code 25 is not valid for the chosen account"),
+        ("INVALID_VALUE", "Account 6800 is not valid for posting in period 2026-11"),
+        ("INVALID_VALUE", "VAT code 25 is not valid for the chosen account"),
         ("XL-DIM", "Dimension 'project' is required"),
     ],
     "dynamics": [
-        ("DYN-VENDOR", "Vendor V10442 does not exist in company HLF01"),
-        ("DYN-DIM", "Financial dimension DEPARTMENT value 330 is blocked"),
-        ("DYN-PERIOD", "The ledger period is on hold"),
+        ("Internal_InvalidTableRelation", "Vendor V10442 does not exist in company HLF01"),
+        (
+            "Application_FieldValidationException",
+            "Financial dimension DEPARTMENT value 330 is blocked",
+        ),
+        ("Application_StringExceededLength", "Description is longer than 100 characters"),
+        ("Request_EntityChanged", "Another user has changed the journal line; try again"),
     ],
 }
 
@@ -247,12 +294,14 @@ class SimulatedPipeline:
         self.pipeline = Pipeline(engine)
         self.rng = rng
         self.tick = tick
+        self._steps = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-pipeline", daemon=True)
 
     def step(self, now: datetime) -> None:
+        self._steps += 1
         for item in DEMO:
-            if item.story not in ("healthy", "flaky"):
+            if item.story not in SIMULATED:
                 continue
             count = self.rng.randint(0, 3)
             self.pipeline.enqueue(
@@ -267,9 +316,17 @@ class SimulatedPipeline:
                 ],
                 at=now,
             )
-            if self.rng.random() < 0.4:
+            if item.story == "throttled" and self._steps % THROTTLED_EVERY == 0:
+                code, message = BURST_LIMIT
+                run = self.pipeline.start_run(item.org_id, item.connector, at=now)
+                self.pipeline.finish_run(
+                    run, "failed", error_code=code, error_message=message, at=now
+                )
+            elif item.story == "throttled" or self.rng.random() < 0.4:
                 ids = self.pipeline.pending(item.org_id, item.connector, limit=25)
-                _sync(self.pipeline, item, ids, self.rng, now, item.failure_rate)
+                # Now and then the pipeline gives up on a record it cannot get past.
+                give_up = tuple(ids[:1]) if item.failure_rate and self.rng.random() < 0.1 else ()
+                _sync(self.pipeline, item, ids, self.rng, now, item.failure_rate, give_up)
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick):

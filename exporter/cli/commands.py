@@ -85,7 +85,7 @@ def _add_options(
         )
 
 
-SERVE_KEYS = [option.key for option in config.OPTIONS]
+SERVE_KEYS = [option.key for option in config.OPTIONS if option.flag]
 DEMO_KEYS = [
     "database.url",
     "web.listen_address",

@@ -181,7 +181,9 @@ def run_exporter(
 
     # A partitioned or frozen database never answers; the refresh must still end (deadline.py).
     snapshots = SnapshotReader(
-        engine, deadline=client_deadline(settings.database_statement_timeout)
+        engine,
+        deadline=client_deadline(settings.database_statement_timeout),
+        classifier=settings.classifier(),
     )
     refresher = Refresher(engine, settings.refresh_interval, reader=lambda _: snapshots.read())
     from exporter.serve.status import AccessRules, StatusSite

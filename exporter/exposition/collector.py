@@ -33,6 +33,8 @@ class SyncLogCollector(Collector):
         accounting_sync_health{connector="dynamics",org="hlf"} 0.0
         accounting_sync_pending_records{connector="dynamics",org="hlf"} 12.0
         accounting_sync_org_info{connector="dynamics",org="hlf",org_name="HLF"} 1.0
+        accounting_sync_rejected_records{connector="dynamics",org="hlf"} 2.0
+        accounting_sync_last_run_error_class{connector="dynamics",error_class="auth",org="hlf"} 1.0
         accounting_sync_exporter_source_up 1.0
     """
 
@@ -77,6 +79,11 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
     records = family(m.LAST_RUN_RECORDS)
     status = family(m.LAST_RUN_STATUS)
     running = family(m.RUNNING_SINCE_TIMESTAMP)
+    rejected = family(m.REJECTED_RECORDS)
+    failed_by_class = family(m.LAST_RUN_FAILED_BY_CLASS)
+    error_class = family(m.LAST_RUN_ERROR_CLASS)
+    expected_interval = family(m.EXPECTED_INTERVAL_SECONDS)
+    created = family(m.CREATED_TIMESTAMP)
     for item in statuses:
         f = item.facts
         key = [f.org_id, f.connector]
@@ -99,6 +106,16 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
             oldest_pending.add_metric(key, f.oldest_pending_at.timestamp())
         if f.running_since is not None:
             running.add_metric(key, f.running_since.timestamp())
+        rejected.add_metric(key, f.rejected_records)
+        # Classes come from the classifier's fixed vocabulary, never from the sync log's
+        # text, so these label sets stay bounded whatever codes the pipeline writes.
+        for name, count in f.last_run_failures_by_class:
+            failed_by_class.add_metric([*key, name], count)
+        if f.last_run_status == "failed" and f.last_run_error_class is not None:
+            error_class.add_metric([*key, f.last_run_error_class], 1)
+        if f.expected_interval_seconds is not None:
+            expected_interval.add_metric(key, f.expected_interval_seconds)
+        created.add_metric(key, f.created_at.timestamp())
     yield from (
         pending,
         failed,
@@ -113,6 +130,11 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
         records,
         status,
         running,
+        rejected,
+        failed_by_class,
+        error_class,
+        expected_interval,
+        created,
     )
 
 

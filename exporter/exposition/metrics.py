@@ -100,6 +100,39 @@ RUNNING_SINCE_TIMESTAMP = Spec(
     "gauge",
     "started_at of the oldest sync run still running; absent if none.",
 )
+# Reconciliation and error classes (DESIGN.md): what a person must do, not just what happened.
+ERROR_CLASS_LABELS = ("org", "connector", "error_class")
+REJECTED_RECORDS = Spec(
+    "accounting_sync_rejected_records",
+    "gauge",
+    "Records in state rejected: given up, they reach the accounting system only if a person acts.",
+    contract=True,
+)
+LAST_RUN_FAILED_BY_CLASS = Spec(
+    "accounting_sync_last_run_failed_records_by_class",
+    "gauge",
+    "The last finished sync run's failed records (sync_record_error rows) per error class.",
+    labels=ERROR_CLASS_LABELS,
+    contract=True,
+)
+LAST_RUN_ERROR_CLASS = Spec(
+    "accounting_sync_last_run_error_class",
+    "gauge",
+    "1 when the last finished sync run failed as a whole, labelled with its error class.",
+    labels=ERROR_CLASS_LABELS,
+    contract=True,
+)
+EXPECTED_INTERVAL_SECONDS = Spec(
+    "accounting_sync_expected_interval_seconds",
+    "gauge",
+    "How often a sync run is expected to finish; absent when unknown.",
+    contract=True,
+)
+CREATED_TIMESTAMP = Spec(
+    "accounting_sync_integration_created_timestamp_seconds",
+    "gauge",
+    "created_at of the integration: where lateness counts from before the first success.",
+)
 
 # The exporter itself, no labels.
 SOURCE_UP = Spec(
@@ -160,6 +193,11 @@ TABLE: tuple[Spec, ...] = (
     LAST_RUN_RECORDS,
     LAST_RUN_STATUS,
     RUNNING_SINCE_TIMESTAMP,
+    REJECTED_RECORDS,
+    LAST_RUN_FAILED_BY_CLASS,
+    LAST_RUN_ERROR_CLASS,
+    EXPECTED_INTERVAL_SECONDS,
+    CREATED_TIMESTAMP,
     SOURCE_UP,
     LAST_REFRESH_TIMESTAMP,
     REFRESH_DURATION,

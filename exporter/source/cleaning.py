@@ -14,10 +14,11 @@ which problems it has already reported so a bad row costs one log line, not one 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from exporter.classification import Classifier
 from exporter.model import IntegrationFacts, Problem
 from exporter.source.schema import CONNECTORS, RECORD_STATES, RUN_STATUSES
 
@@ -69,6 +70,28 @@ def _stale_after(row: _Row, value: Any) -> int:
     return seconds
 
 
+def _expected_interval(row: _Row, value: Any) -> int | None:
+    """NULL means unknown; 0, negative or not a number would make every run look late."""
+    if value is None:
+        return None
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        seconds = 0
+    if seconds <= 0 or seconds != value:
+        row.problem(
+            "expected_interval_invalid",
+            f"expected_interval_seconds is {value!r}, not a positive whole number; "
+            "treated as unknown",
+        )
+        return None
+    return seconds
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _not_future(row: _Row, value: datetime | None, what: str, limit: datetime) -> datetime | None:
     if value is not None and value > limit:
         row.problem(f"{what}_in_future", f"{what} {value.isoformat()} is in the future; ignored")
@@ -95,12 +118,29 @@ SNAPSHOT_COLUMNS = (
     "finished_at",
     "records_total",
     "records_failed",
+    # Reconciliation and error classes (migration 0006).
+    "rejected_records",
+    "expected_interval_seconds",
+    "last_run_id",
+    "error_code",
+    "error_message",
 )
 _ORG_ID = SNAPSHOT_COLUMNS.index("org_id")
 _CONNECTOR = SNAPSHOT_COLUMNS.index("connector")
 
 
-def _facts(raw: Sequence[Any], read_at: datetime, row: _Row) -> IntegrationFacts:
+# What the snapshot knows of a run's failed records: (error_class, records) sorted by class.
+FailuresByClass = tuple[tuple[str, int], ...]
+DEFAULT_CLASSIFIER = Classifier()
+
+
+def _facts(
+    raw: Sequence[Any],
+    read_at: datetime,
+    row: _Row,
+    classifier: Classifier,
+    failures: Mapping[int, FailuresByClass],
+) -> IntegrationFacts:
     values = dict(zip(SNAPSHOT_COLUMNS, raw, strict=True))
     org_id, org_name, connector = values["org_id"], values["org_name"], values["connector"]
     active, stale_after, created_at = (
@@ -112,6 +152,11 @@ def _facts(raw: Sequence[Any], read_at: datetime, row: _Row) -> IntegrationFacts
     pending, oldest_pending_at = values["pending_records"], values["oldest_pending_at"]
     status, started_at, finished_at = values["status"], values["started_at"], values["finished_at"]
     records_total, records_failed = values["records_total"], values["records_failed"]
+    run_id, error_code, error_message = (
+        values["last_run_id"],
+        values["error_code"],
+        values["error_message"],
+    )
     limit = read_at + FUTURE_TOLERANCE
     if not org_name:
         row.problem("org_name_missing", "the organization has no name (or no row); using its id")
@@ -134,6 +179,7 @@ def _facts(raw: Sequence[Any], read_at: datetime, row: _Row) -> IntegrationFacts
             f"the last run finished_at {finished_at.isoformat()} is in the future; ignored",
         )
         status, started_at, finished_at, records_total, records_failed = (None,) * 5
+        run_id, error_code, error_message = (None,) * 3
     if started_at is not None and finished_at is not None and finished_at < started_at:
         row.problem(
             "run_finished_before_started",
@@ -157,13 +203,32 @@ def _facts(raw: Sequence[Any], read_at: datetime, row: _Row) -> IntegrationFacts
         last_run_finished_at=finished_at,
         last_run_records_total=_count(row, records_total, "records_total"),
         last_run_records_failed=_count(row, records_failed, "records_failed"),
+        rejected_records=_count(row, values["rejected_records"], "rejected_records"),
+        expected_interval_seconds=_expected_interval(row, values["expected_interval_seconds"]),
+        last_run_id=None if run_id is None else int(run_id),
+        last_run_error_code=_text(error_code),
+        last_run_error_message=_text(error_message),
+        # Only a run that failed as a whole has a class of its own (DESIGN.md); the
+        # classifier maps anything, control characters and megabytes included, into the
+        # vocabulary, so the label set stays bounded whatever the pipeline wrote.
+        last_run_error_class=(
+            classifier.classify(error_code, error_message) if status == "failed" else None
+        ),
+        last_run_failures_by_class=failures.get(int(run_id), ()) if run_id is not None else (),
     )
 
 
 def sanitize(
-    rows: Iterable[Sequence[Any]], read_at: datetime
+    rows: Iterable[Sequence[Any]],
+    read_at: datetime,
+    *,
+    classifier: Classifier = DEFAULT_CLASSIFIER,
+    failures: Mapping[int, FailuresByClass] | None = None,
 ) -> tuple[tuple[IntegrationFacts, ...], list[Problem]]:
     """Facts for every usable row (columns as ``SNAPSHOT_COLUMNS``) and the problems.
+
+    ``failures`` holds the failed records of the last runs by class, keyed by run id
+    (``classify_failures``); ``classifier`` gives a failed run its class.
 
     A row without an organization id or with an unknown connector is skipped: its labels
     would be empty or outside the connector set that rules and dashboards are built on.
@@ -187,11 +252,31 @@ def sanitize(
         else:
             seen.add((org_id, connector))
             try:
-                facts.append(_facts(raw, read_at, row))
+                facts.append(_facts(raw, read_at, row, classifier, failures or {}))
             except (TypeError, ValueError) as exc:  # a value of the wrong type in a sloppy table
                 row.problem("row_unreadable", f"skipped: {type(exc).__name__}: {exc}")
         problems.extend(row.problems)
     return tuple(facts), problems
+
+
+def classify_failures(
+    rows: Iterable[Sequence[Any]], classifier: Classifier = DEFAULT_CLASSIFIER
+) -> dict[int, FailuresByClass]:
+    """Failed records per run and class, from rows of (run_id, error_code, error_message,
+    count) as ``reader.LAST_RUN_ERRORS`` groups them; a count that is not a positive
+    number is dropped rather than guessed at."""
+    totals: dict[int, dict[str, int]] = {}
+    for run_id, code, message, count in rows:
+        try:
+            number = int(count)
+        except (TypeError, ValueError):
+            continue
+        if run_id is None or number <= 0:
+            continue
+        by_class = totals.setdefault(int(run_id), {})
+        error_class = classifier.classify(code, message)
+        by_class[error_class] = by_class.get(error_class, 0) + number
+    return {run: tuple(sorted(by_class.items())) for run, by_class in totals.items()}
 
 
 def unknown_record_states(rows: Iterable[Sequence[Any]]) -> list[Problem]:

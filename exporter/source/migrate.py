@@ -32,7 +32,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     if engine.url.get_backend_name() == "sqlite" and path not in (None, "", ":memory:"):
         Path(str(path)).expanduser().parent.mkdir(parents=True, exist_ok=True)
     config = alembic_config(engine)
-    with engine.begin() as connection:
+    # Alembic owns the transactions (one per migration, see migrations/env.py): a migration
+    # may need to step outside them, as 0006 does to build an index concurrently.
+    with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
@@ -49,6 +51,14 @@ def upgrade_sql(url: URL, output: TextIO, *, schema: str = "public") -> None:
     config.attributes["url"] = url
     config.attributes["schema"] = schema
     command.upgrade(config, "head", sql=True)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Step the schema back to ``revision`` (tests and operators undoing an upgrade)."""
+    config = alembic_config(engine)
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -33,9 +33,15 @@ class Pipeline:
         *,
         active: bool = True,
         stale_after_seconds: int = 86400,
+        expected_interval_seconds: int | None = None,
         created_at: datetime | None = None,
     ) -> None:
-        """Create or update an organization and one of its integrations."""
+        """Create or update an organization and one of its integrations.
+
+        ``expected_interval_seconds`` is how often the pipeline means to finish a run
+        (None when it has no schedule): the exporter publishes it so a late pipeline is
+        noticed after two intervals instead of at the 24-hour red.
+        """
         with self.engine.begin() as connection:
             if connection.execute(select(Organization.id).where(Organization.id == org_id)).first():
                 connection.execute(
@@ -44,7 +50,11 @@ class Pipeline:
             else:
                 connection.execute(insert(Organization).values(id=org_id, name=name))
             key = and_(Integration.org_id == org_id, Integration.connector == connector)
-            values = {"active": active, "stale_after_seconds": stale_after_seconds}
+            values = {
+                "active": active,
+                "stale_after_seconds": stale_after_seconds,
+                "expected_interval_seconds": expected_interval_seconds,
+            }
             if connection.execute(select(Integration.org_id).where(key)).first():
                 connection.execute(update(Integration).where(key).values(**values))
             else:
@@ -177,8 +187,11 @@ class Pipeline:
         records_total: int = 0,
         records_failed: int = 0,
         error_message: str | None = None,
+        error_code: str | None = None,
         at: datetime | None = None,
     ) -> None:
+        """End a run; a failed one carries the accounting system's answer (``error_code``,
+        ``error_message``), from which the exporter reads its error class."""
         with self.engine.begin() as connection:
             connection.execute(
                 update(Run)
@@ -189,6 +202,7 @@ class Pipeline:
                     records_total=records_total,
                     records_failed=records_failed,
                     error_message=error_message,
+                    error_code=error_code,
                 )
             )
 
@@ -203,6 +217,7 @@ class Pipeline:
         records_total: int = 0,
         records_failed: int = 0,
         error_message: str | None = None,
+        error_code: str | None = None,
     ) -> int:
         """A whole run written at once: what tests and benchmarks use to lay down history."""
         with self.engine.begin() as connection:
@@ -218,6 +233,7 @@ class Pipeline:
                         records_total=records_total,
                         records_failed=records_failed,
                         error_message=error_message,
+                        error_code=error_code,
                     )
                     .returning(Run.id)
                 ).scalar_one()

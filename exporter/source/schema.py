@@ -79,6 +79,7 @@ FINISHED_RUN = "status <> 'running' AND finished_at IS NOT NULL"
 SUCCESSFUL_RUN = "status IN ('succeeded', 'partial') AND finished_at IS NOT NULL"
 RUNNING_RUN = "status = 'running'"
 PENDING_RECORD = "state = 'pending'"
+REJECTED_RECORD = "state = 'rejected'"
 UNKNOWN_RECORD_STATE = f"NOT ({_in('state', RECORD_STATES)})"
 
 
@@ -110,6 +111,9 @@ class Integration(Base):
     __table_args__ = (
         CheckConstraint(_in("connector", CONNECTORS), name="connector"),
         CheckConstraint("stale_after_seconds > 0", name="stale_after_positive"),
+        # Added NOT VALID by migration 0006 (then validated) so that adding it never holds
+        # a long lock; a row that slips past it on SQLite is repaired by source/cleaning.py.
+        CheckConstraint("expected_interval_seconds > 0", name="expected_interval_positive"),
     )
 
     org_id: Mapped[str] = mapped_column(
@@ -123,6 +127,8 @@ class Integration(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, server_default=func.now()
     )
+    # How often a run is expected to finish; NULL when unknown (DESIGN.md, reconciliation).
+    expected_interval_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 def _integration_fk() -> ForeignKeyConstraint:
@@ -176,6 +182,8 @@ class Run(Base):
     records_total: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     records_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The accounting system's code for a run-level failure (migration 0006).
+    error_code: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Record(Base):
@@ -191,6 +199,13 @@ class Record(Base):
             **_partial(PENDING_RECORD),
         ),
         Index("ix_sync_record_ref", "org_id", "record_type", "record_ref"),
+        # Rejected records stay until a person acts, so the count follows them, not history.
+        Index(
+            "ix_sync_record_rejected",
+            "org_id",
+            "connector",
+            **_partial(REJECTED_RECORD),
+        ),
         # Empty while the pipeline keeps to the contract, so finding records in an unknown
         # state (to report them) costs nothing, whatever the size of the outbox.
         Index(

@@ -488,3 +488,92 @@ def test_a_signal_stops_serve_cleanly_with_exit_code_0(
             pytest.fail(f"serve did not stop within 15 s of {signum.name}: {exporter.log()}")
     assert code == 0, exporter.log()
     assert "Traceback" not in exporter.log()
+
+
+# --- reconciliation and error classes (issue 12) -----------------------------------------------
+
+
+def test_error_classes_rejected_records_and_lateness_series(
+    synclog: Pipeline, db_url: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    day = timedelta(days=1)
+    synclog.register("hlf", "HLF", "dynamics", created_at=now - 3 * day)
+    synclog.register("dnt", "DNT", "xledger", created_at=now - 3 * day)
+    synclog.register(
+        "blindeforbundet", "Blindeforbundet", "xledger", expected_interval_seconds=900,
+        created_at=now - 3 * day,
+    )  # fmt: skip
+    # An expired client secret: the run failed as a whole.
+    run = synclog.start_run("hlf", "dynamics", at=now - timedelta(minutes=3))
+    synclog.finish_run(
+        run, "failed", error_code="AADSTS7000222", error_message="AADSTS7000222: secret expired",
+        at=now - timedelta(minutes=2),
+    )  # fmt: skip
+    # Throttling, with records that failed, one given up; and one only an operator rule knows.
+    ids = synclog.enqueue("dnt", "xledger", [("expense", f"E-{n}") for n in range(4)])
+    run = synclog.start_run("dnt", "xledger", at=now - timedelta(minutes=3))
+    synclog.record_failure(
+        run, ids[0], "Slow down", error_code="BAD_REQUEST.BURST_RATE_LIMIT_REACHED"
+    )
+    synclog.record_failure(run, ids[1], "Slow down", error_code="429")
+    synclog.record_failure(run, ids[2], "Konto 6800 er sperret", error_code="XL-ACC", give_up=True)
+    synclog.mark_synced(ids[3:])
+    synclog.finish_run(
+        run, "partial", records_total=4, records_failed=3, at=now - timedelta(minutes=2)
+    )
+    # Late: expected every 15 minutes, last success an hour ago.
+    synclog.add_finished_run(
+        "blindeforbundet", "xledger", "succeeded", started_at=now - timedelta(hours=1, minutes=1),
+        finished_at=now - timedelta(hours=1),
+    )  # fmt: skip
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        "classification:\n  rules:\n    - {class: validation, message: 'konto \\d+ er sperret'}\n"
+    )
+    args = ["--database-url", db_url, "--config", str(config), *FAST]
+    with exporter_process(args, tmp_path) as exporter:
+        samples = exporter.metrics()
+        hlf, dnt, blind = (
+            labels("hlf", "dynamics"),
+            labels("dnt", "xledger"),
+            labels("blindeforbundet", "xledger"),
+        )
+        assert series(samples, "accounting_sync_last_run_error_class") == {
+            frozenset({**hlf, "error_class": "auth"}.items()): 1
+        }
+        assert series(samples, "accounting_sync_last_run_failed_records_by_class") == {
+            frozenset({**dnt, "error_class": "throttled"}.items()): 2,
+            frozenset({**dnt, "error_class": "validation"}.items()): 1,
+        }
+        assert {
+            dict(k)["org"]: v
+            for k, v in series(samples, "accounting_sync_rejected_records").items()
+        } == {"hlf": 0, "dnt": 1, "blindeforbundet": 0}
+        assert series(samples, "accounting_sync_expected_interval_seconds") == {
+            frozenset(blind.items()): 900
+        }
+        assert value(
+            samples, "accounting_sync_integration_created_timestamp_seconds", **hlf
+        ) == pytest.approx((now - 3 * day).timestamp(), abs=1e-3)
+        # The secret is renewed: the next run succeeds and the class goes away.
+        synclog.add_finished_run(
+            "hlf", "dynamics", "succeeded", started_at=datetime.now(UTC) - timedelta(seconds=2),
+            finished_at=datetime.now(UTC),
+        )  # fmt: skip
+        wait_until(
+            lambda: not series(exporter.metrics(), "accounting_sync_last_run_error_class"),
+            timeout=2 * INTERVAL + 5.0,
+            what="the error class to go once the run succeeds",
+        )
+
+
+def test_a_bad_classification_rule_stops_serve_with_exit_2_naming_the_key(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "exporter.yml"
+    config.write_text("classification:\n  rules:\n    - {class: auth, code: A}\n    - {class: x}\n")
+    result = run_cli("serve", "--database-url", sqlite_url, "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "classification.rules[1].class" in line and str(config) in line

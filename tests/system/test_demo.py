@@ -48,6 +48,21 @@ def check_demo_content(samples: Samples) -> None:
     assert {0, 1, 2} <= set(healths.values()), healths
     assert 0 in active.values() and 1 in active.values()
     assert all(healths[key] != 2 for key, flag in active.items() if flag == 0)
+    # Issue 12's stories: what a person must do, and who is late.
+    classes = {
+        (dict(k)["org"], dict(k)["error_class"])
+        for k in series(samples, "accounting_sync_last_run_error_class")
+    }
+    assert {("turistforeningen", "auth"), ("redningsselskapet", "period_closed")} <= classes
+    rejected = integrations(samples, "accounting_sync_rejected_records")
+    assert set(rejected) == set(healths) and rejected[("hlf", "dynamics")] >= 1
+    expected = integrations(samples, "accounting_sync_expected_interval_seconds")
+    assert expected[("sos-barnebyer", "xledger")] == 900
+    last_success = integrations(samples, "accounting_sync_last_success_timestamp_seconds")
+    refreshed = value(samples, "accounting_sync_exporter_last_refresh_timestamp_seconds")
+    assert refreshed is not None
+    assert refreshed - last_success[("sos-barnebyer", "xledger")] > 2 * 900
+    assert healths[("sos-barnebyer", "xledger")] != 2
     assert value(samples, "accounting_sync_exporter_source_up") == 1
     for name in (
         "accounting_sync_exporter_last_refresh_timestamp_seconds",

@@ -360,3 +360,77 @@ def _help(parser, command: str) -> str:  # type: ignore[no-untyped-def]
     with redirect_stdout(out), pytest.raises(SystemExit):
         parser.parse_args([command, "--help"])
     return " ".join(out.getvalue().split())
+
+
+# --- classification.rules (YAML only) ---------------------------------------------------------
+
+GOOD_RULES = (
+    "classification:\n  rules:\n"
+    "    - {class: auth, code: ERP-TOKEN}\n"
+    "    - {class: period_closed, message: 'periode .* er lukket'}\n"
+    "    - {class: throttled, code: 429}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("rules", "named"),
+    [
+        (
+            "[{class: auth, code: A}, {class: auth, code: B}, {class: fatal, code: C}]",
+            "rules[2].class",
+        ),
+        ("[{class: auth}]", "rules[0]"),
+        ("[{class: auth, code: A, message: b}]", "rules[0]"),
+        ("[{class: auth, message: '(unclosed'}]", "rules[0].message"),
+        ("[{class: auth, code: ''}]", "rules[0].code"),
+        ("[{class: auth, code: 'A*B'}]", "rules[0].code"),
+        ("[{class: auth, code: A, severity: page}]", "rules[0].severity"),
+        ("[auth]", "rules[0]"),
+        ("{class: auth, code: A}", "classification.rules"),
+        ("auth", "classification.rules"),
+    ],
+    ids=[
+        "unknown-class",
+        "neither",
+        "both",
+        "bad-regex",
+        "empty-code",
+        "inner-star",
+        "unknown-key",
+        "not-a-mapping",
+        "a-mapping",
+        "a-string",
+    ],
+)
+def test_a_bad_classification_rule_is_named_by_its_dotted_key(capsys, tmp_path, rules, named):
+    path = tmp_path / "exporter.yml"
+    path.write_text(f"classification:\n  rules: {rules}\n")
+    line = assert_rejected(
+        capsys, ["--config", str(path), "--database-url", GOOD_URL], named, str(path)
+    )
+    assert "classification.rules" in line
+
+
+def test_classification_rules_come_from_the_file_and_go_ahead_of_the_shipped_table(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "exporter.yml"
+    path.write_text(GOOD_RULES)
+    # YAML only: a variable of that name is not an option (a list does not fit in one).
+    monkeypatch.setenv("ACCOUNTING_SYNC_CLASSIFICATION_RULES", "not: [a rule")
+    classifier = config.load({"database.url": GOOD_URL}, str(path)).classifier()
+    assert classifier.classify("erp-token", "anything") == "auth"
+    assert classifier.classify(None, "Periode 2026-11 er lukket for bokføring") == "period_closed"
+    assert classifier.classify("429", "") == "throttled"
+    assert classifier.classify("AADSTS7000222", "") == "auth"  # the shipped table still applies
+
+
+def test_without_rules_the_shipped_table_alone_classifies(tmp_path):
+    classifier = config.load({"database.url": GOOD_URL}).classifier()
+    assert classifier.classify("ERP-TOKEN", "anything") == "unknown"
+    assert classifier.classify("BAD_REQUEST.BURST_RATE_LIMIT_REACHED", None) == "throttled"
+
+
+def test_classification_rules_have_no_flag(capsys):
+    code, lines = check(capsys, "--database-url", GOOD_URL, "--classification.rules", "x")
+    assert code == 2 and "--classification.rules" in lines[0], lines

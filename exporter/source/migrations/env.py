@@ -23,6 +23,9 @@ else:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Each migration commits on its own, so one that builds an index concurrently outside
+        # a transaction (0006) does not commit half of another.
+        transaction_per_migration=True,
     )
 with context.begin_transaction():
     context.run_migrations()

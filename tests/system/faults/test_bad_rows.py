@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, insert, text
 
+from exporter.classification import ERROR_CLASSES
 from exporter.source.engine import create_sync_log_engine, normalize_url
-from exporter.source.schema import Integration, Organization, Record, Run
+from exporter.source.schema import Integration, Organization, Record, RecordError, Run
 from tests.support import exporter_process, series, value, wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -27,13 +28,18 @@ def _sloppy_schema(engine: Engine) -> None:
     statements = [
         "create table sync_organization (id text, name text)",
         "create table sync_integration (org_id text, connector text, active boolean,"
-        " stale_after_seconds integer, created_at timestamp with time zone)",
+        " stale_after_seconds integer, created_at timestamp with time zone,"
+        " expected_interval_seconds integer)",
         f"create table sync_run (id {serial}, org_id text, connector text,"
         " started_at timestamp with time zone, finished_at timestamp with time zone,"
-        " status text, records_total integer, records_failed integer, error_message text)",
+        " status text, records_total integer, records_failed integer, error_message text,"
+        " error_code text)",
         f"create table sync_record (id {serial}, org_id text, connector text, record_type text,"
         " record_ref text, state text, enqueued_at timestamp with time zone,"
         " updated_at timestamp with time zone)",
+        f"create table sync_record_error (id {serial}, run_id bigint, org_id text,"
+        " connector text, record_type text, record_ref text, error_code text,"
+        " error_message text, occurred_at timestamp with time zone)",
     ]
     with engine.begin() as connection:
         for statement in statements:
@@ -59,17 +65,23 @@ def _run(
     finished: datetime | None,
     total: int = 10,
     failed: int = 0,
-) -> None:  # type: ignore[no-untyped-def]
-    connection.execute(
-        insert(Run).values(
-            org_id=org,
-            connector="xledger",
-            status=status,
-            started_at=started,
-            finished_at=finished,
-            records_total=total,
-            records_failed=failed,
-        )
+    **answer: str,
+) -> int:  # type: ignore[no-untyped-def]
+    return int(
+        connection.execute(
+            insert(Run)
+            .values(
+                org_id=org,
+                connector="xledger",
+                status=status,
+                started_at=started,
+                finished_at=finished,
+                records_total=total,
+                records_failed=failed,
+                **answer,
+            )
+            .returning(Run.id)
+        ).scalar_one()
     )
 
 
@@ -88,9 +100,15 @@ def _pending(connection, org: str, state: str, count: int) -> None:  # type: ign
         )
 
 
+# An accounting system's answer at its worst: control characters, escape sequences, any
+# script, and far too long. It must classify into the vocabulary and never become a label.
+NASTY_CODE = "\x1b[31m\x07\u202e" + "Ω" * 5000
+NASTY_MESSAGE = "\r\n\t<script>alert(1)</script> 北京 " * 40_000
+
+
 def _write_bad_log(engine: Engine) -> None:
     with engine.begin() as c:
-        _org(c, "good", "Good Org")
+        _org(c, "good", "Good Org", expected_interval_seconds=900)
         _run(c, "good", "succeeded", NOW - 2 * HOUR, NOW - HOUR, total=7)
         _pending(c, "good", "pending", 2)
         _org(c, "sap", "Unknown Connector Org", connector="sap")
@@ -111,6 +129,31 @@ def _write_bad_log(engine: Engine) -> None:
         _org(c, "twice", "Twice Org")
         _org(c, "twice", "Twice Org")
         c.execute(insert(Organization).values(id="lonely", name="Org Without Integrations"))
+        _org(c, "zerointerval", "Zero Interval Org", expected_interval_seconds=0)
+        _org(c, "negativeinterval", "Negative Interval Org", expected_interval_seconds=-900)
+        _org(c, "nasty", "Nasty Answers Org")
+        run = _run(
+            c,
+            "nasty",
+            "failed",
+            NOW - 2 * HOUR,
+            NOW - HOUR,
+            error_code=NASTY_CODE,
+            error_message=NASTY_MESSAGE,
+        )
+        for index, code in enumerate((NASTY_CODE, None, "", "429\x1b")):
+            c.execute(
+                insert(RecordError).values(
+                    run_id=run,
+                    org_id="nasty",
+                    connector="xledger",
+                    record_type="expense",
+                    record_ref=f"N-{index}",
+                    error_code=code,
+                    error_message=NASTY_MESSAGE,
+                    occurred_at=NOW - HOUR,
+                )
+            )
         if engine.dialect.name == "sqlite":  # only SQLite lets text into an integer column
             _org(c, "textual", "Textual Org", stale_after_seconds="soon")
 
@@ -128,6 +171,8 @@ EXPECTED_PROBLEMS = {
     ("None", "org_id_missing"),
     ("twice", "integration_duplicated"),
     ("lostrecords", "record_state_unknown"),
+    ("zerointerval", "expected_interval_invalid"),
+    ("negativeinterval", "expected_interval_invalid"),
 }
 
 
@@ -208,6 +253,24 @@ def test_bad_rows_are_repaired_or_skipped_and_logged_once(sloppy_url, tmp_path):
     if sloppy_url.startswith("sqlite"):
         textual = {"org": "textual", "connector": "xledger"}
         assert value(m, "accounting_sync_stale_after_seconds", **textual) == 86400
+
+    # A bad expected interval is unknown for its own row; the good one is exact.
+    intervals = {
+        dict(labels)["org"]: v
+        for labels, v in series(m, "accounting_sync_expected_interval_seconds").items()
+    }
+    assert intervals == {"good": 900}
+    # Whatever the answers were, the class labels stay within the vocabulary.
+    nasty = {"org": "nasty", "connector": "xledger"}
+    assert series(m, "accounting_sync_last_run_error_class") == {
+        frozenset({**nasty, "error_class": "unknown"}.items()): 1
+    }
+    by_class = {
+        dict(labels)["error_class"]: v
+        for labels, v in series(m, "accounting_sync_last_run_failed_records_by_class").items()
+    }
+    assert set(by_class) <= set(ERROR_CLASSES) and sum(by_class.values()) == 4, by_class
+    assert all(len(k) < 200 for labels in series(m, "accounting_sync_health") for k in labels)
 
     logged = _problems_logged(log)
     assert set(logged) == expected

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -305,3 +306,66 @@ def test_gzip_body_is_one_member_holding_every_series(openmetrics: bool) -> None
         assert _runtime_free(first_member) == _runtime_free(plain)
         if openmetrics:
             assert first_member.endswith(b"# EOF\n")
+
+
+# --- reconciliation and error classes (DESIGN.md) ---------------------------------------------
+
+
+def expired_secret() -> IntegrationFacts:
+    """The last run failed as a whole on an expired client secret; records were rejected."""
+    return IntegrationFacts(
+        org_id="hlf",
+        org_name="HLF",
+        connector="dynamics",
+        active=True,
+        stale_after_seconds=86400,
+        created_at=NOW - timedelta(days=3),
+        last_run_status="failed",
+        last_run_started_at=NOW - timedelta(minutes=2),
+        last_run_finished_at=NOW - timedelta(minutes=1),
+        last_success_at=NOW - timedelta(hours=1),
+        rejected_records=4,
+        expected_interval_seconds=900,
+        last_run_id=77,
+        last_run_error_code="AADSTS7000222",
+        last_run_error_message="AADSTS7000222: The provided client secret keys are expired.",
+        last_run_error_class="auth",
+    )
+
+
+def test_rejected_records_are_always_present_and_zero_when_none() -> None:
+    samples = parse_metrics(scrape(state(expired_secret(), busy())))
+    assert series(samples, "accounting_sync_rejected_records") == {
+        frozenset(HLF.items()): 4,
+        frozenset(BLIND.items()): 0,
+    }
+
+
+def test_a_run_that_failed_as_a_whole_carries_its_class() -> None:
+    samples = parse_metrics(scrape(state(expired_secret(), busy())))
+    # Only the failed run has a class; the partial one (busy) has none.
+    assert series(samples, "accounting_sync_last_run_error_class") == {
+        frozenset({**HLF, "error_class": "auth"}.items()): 1
+    }
+
+
+def test_the_last_runs_failed_records_by_class_only_for_classes_with_records() -> None:
+    partial = replace(busy(), last_run_failures_by_class=(("throttled", 1), ("validation", 2)))
+    samples = parse_metrics(scrape(state(partial, fresh())))
+    assert series(samples, "accounting_sync_last_run_failed_records_by_class") == {
+        frozenset({**BLIND, "error_class": "throttled"}.items()): 1,
+        frozenset({**BLIND, "error_class": "validation"}.items()): 2,
+    }
+
+
+def test_expected_interval_is_absent_when_unknown_and_created_at_always_present() -> None:
+    samples = parse_metrics(scrape(state(expired_secret(), fresh("doveforbundet", "xledger"))))
+    assert series(samples, "accounting_sync_expected_interval_seconds") == {
+        frozenset(HLF.items()): 900
+    }
+    assert series(samples, "accounting_sync_integration_created_timestamp_seconds") == {
+        frozenset(HLF.items()): (NOW - timedelta(days=3)).timestamp(),
+        frozenset({"org": "doveforbundet", "connector": "xledger"}.items()): (
+            NOW - timedelta(hours=1)
+        ).timestamp(),
+    }

@@ -50,6 +50,14 @@ def _facts(number: int) -> IntegrationFacts:
         last_run_records_failed=number if status == "partial" else 0,
         last_success_at=finished if status in ("succeeded", "partial") else None,
         running_since=NOW - timedelta(seconds=5) if number % 7 == 0 else None,
+        rejected_records=number % 4,
+        expected_interval_seconds=900 if number % 3 else None,
+        last_run_error_class=("auth", "throttled", "unknown")[number % 3]
+        if status == "failed"
+        else None,
+        last_run_failures_by_class=(("timeout", 1), ("validation", number))
+        if status == "partial"
+        else (),
     )
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from exporter.source.cleaning import FUTURE_TOLERANCE, ProblemLog, sanitize
+from exporter.source.cleaning import FUTURE_TOLERANCE, ProblemLog, classify_failures, sanitize
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -36,6 +36,11 @@ def row(**overrides):  # type: ignore[no-untyped-def]
         "finished_at": NOW - timedelta(minutes=5),
         "records_total": 9,
         "records_failed": 0,
+        "rejected_records": 0,
+        "expected_interval_seconds": 900,
+        "last_run_id": 41,
+        "error_code": None,
+        "error_message": None,
     }
     values.update(overrides)
     return tuple(values.values())
@@ -97,3 +102,82 @@ def test_each_problem_is_logged_when_it_appears_and_when_it_is_gone(caplog):
         ("WARNING", "bad row in the sync log", "records_total_negative"),
     ]
     assert "-5" in caplog.records[0].detail
+
+
+# --- reconciliation and error classes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -900, "hourly", 1.5], ids=["zero", "negative", "text", "frac"])
+def test_a_bad_expected_interval_is_unknown_for_that_row_alone(bad, caplog):
+    rows = [row(org_id="a", expected_interval_seconds=bad), row(org_id="b")]
+    facts, problems = sanitize(rows, NOW)
+    assert [f.expected_interval_seconds for f in facts] == [None, 900]
+    assert facts[1] == sanitize([row(org_id="b")], NOW)[0][0]
+    assert [(p.org, p.kind) for p in problems] == [("a", "expected_interval_invalid")]
+    problems_log = ProblemLog(logging.getLogger("test.interval"))
+    with caplog.at_level(logging.INFO, logger="test.interval"):
+        for _ in range(3):
+            problems_log.report(problems)
+    assert [r.problem for r in caplog.records] == ["expected_interval_invalid"]  # type: ignore[attr-defined]
+
+
+def test_no_expected_interval_is_no_problem():
+    (facts,), problems = sanitize([row(expected_interval_seconds=None)], NOW)
+    assert facts.expected_interval_seconds is None and problems == []
+
+
+def test_a_run_that_failed_as_a_whole_gets_the_class_of_its_answer():
+    failed = row(
+        status="failed",
+        records_total=0,
+        error_code="AADSTS7000222",
+        error_message="AADSTS7000222: The provided client secret keys are expired.",
+    )
+    (facts,), _ = sanitize([failed], NOW)
+    assert facts.last_run_error_class == "auth"
+    assert facts.last_run_error_code == "AADSTS7000222"
+    # A partial run has failed records, not a class of its own.
+    (partial,), _ = sanitize([row(status="partial", error_code="429")], NOW)
+    assert partial.last_run_error_class is None
+
+
+def test_a_failed_run_with_a_nonsense_answer_is_unknown_never_the_answer_itself():
+    nonsense = "\x1b[2J" + "Ω" * 300 + "\x00"
+    (facts,), _ = sanitize([row(status="failed", error_code=nonsense, error_message=None)], NOW)
+    assert facts.last_run_error_class == "unknown"
+
+
+def test_failed_records_by_class_are_summed_per_run_and_attached_to_its_integration():
+    errors = [
+        (41, "429", "Too many requests", 3),
+        (41, "XL-422", "BAD_REQUEST.BURST_RATE_LIMIT_REACHED", 1),  # unknown code, message
+        (41, "Application_FieldValidationException", "Amount must be positive", 2),
+        (41, None, "Your query timed out", 1),
+        (41, "BAD_REQUEST.BURST_RATE_LIMIT_REACHED", "Burst", 4),
+        (99, "429", "another integration's run", 7),
+        (41, "429", "a count that makes no sense", -2),
+    ]
+    failures = classify_failures(errors)
+    (facts,), _ = sanitize([row(last_run_id=41)], NOW, failures=failures)
+    assert facts.last_run_failures_by_class == (
+        ("throttled", 7),
+        ("timeout", 1),
+        ("unknown", 1),
+        ("validation", 2),
+    )
+    (other,), _ = sanitize([row(last_run_id=42)], NOW, failures=failures)
+    assert other.last_run_failures_by_class == ()
+
+
+def test_a_run_that_finished_in_the_future_takes_its_answer_with_it():
+    later = NOW + timedelta(hours=1)
+    failed = row(status="failed", finished_at=later, error_code="401", last_run_id=41)
+    failures = classify_failures([(41, "401", "x", 2)])
+    (facts,), _ = sanitize([failed], NOW, failures=failures)
+    assert facts.last_run_error_class is None and facts.last_run_failures_by_class == ()
+
+
+def test_a_negative_rejected_count_is_repaired():
+    (facts,), problems = sanitize([row(rejected_records=-3)], NOW)
+    assert facts.rejected_records == 0
+    assert [p.kind for p in problems] == ["rejected_records_negative"]
