@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.exposition import metrics as m
 from exporter.model import IntegrationStatus, ServedState
-from exporter.source.schema import RUN_STATUSES
+from exporter.source.schema import FINISHED_STATUSES, RUN_STATUSES
 
 
 class SyncLogCollector(Collector):
@@ -77,6 +77,8 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
     records = family(m.LAST_RUN_RECORDS)
     status = family(m.LAST_RUN_STATUS)
     running = family(m.RUNNING_SINCE_TIMESTAMP)
+    runs_finished = family(m.RUNS_FINISHED)
+    records_failed = family(m.RECORDS_FAILED)
     for item in statuses:
         f = item.facts
         key = [f.org_id, f.connector]
@@ -99,6 +101,11 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
             oldest_pending.add_metric(key, f.oldest_pending_at.timestamp())
         if f.running_since is not None:
             running.add_metric(key, f.running_since.timestamp())
+        # Every status always, so rate() has a series from the first scrape on.
+        finished = dict(f.runs_finished_total)
+        for name in FINISHED_STATUSES:
+            runs_finished.add_metric([*key, name], finished.get(name, 0))
+        records_failed.add_metric(key, f.records_failed_total)
     yield from (
         pending,
         failed,
@@ -113,6 +120,8 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
         records,
         status,
         running,
+        runs_finished,
+        records_failed,
     )
 
 

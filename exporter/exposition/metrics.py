@@ -100,6 +100,17 @@ RUNNING_SINCE_TIMESTAMP = Spec(
     "gauge",
     "started_at of the oldest sync run still running; absent if none.",
 )
+RUNS_FINISHED = Spec(
+    "accounting_sync_runs_finished",
+    "counter",
+    "Sync runs that finished, by status, counted when they finish (never decreases).",
+    labels=("org", "connector", "status"),
+)
+RECORDS_FAILED = Spec(
+    "accounting_sync_records_failed",
+    "counter",
+    "records_failed of every finished sync run, added when it finishes (never decreases).",
+)
 
 # The exporter itself, no labels.
 SOURCE_UP = Spec(
@@ -160,6 +171,8 @@ TABLE: tuple[Spec, ...] = (
     LAST_RUN_RECORDS,
     LAST_RUN_STATUS,
     RUNNING_SINCE_TIMESTAMP,
+    RUNS_FINISHED,
+    RECORDS_FAILED,
     SOURCE_UP,
     LAST_REFRESH_TIMESTAMP,
     REFRESH_DURATION,

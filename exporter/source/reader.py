@@ -2,11 +2,12 @@
 organization lists and error details that the admin commands and pages need.
 
 The snapshot is a single statement whose cost follows the number of integrations and
-pending records, not the length of the run history. On PostgreSQL it reads the last run
-and last success that migration 0002's trigger keeps on each integration, and groups the
-pending records and running runs through their partial indexes; elsewhere (SQLite, or a
-PostgreSQL schema without that migration) it looks both up per integration in partial
-indexes, which is as good for the small logs those hold (bench/RESULTS.md has figures).
+pending records, not the length of the run history. On PostgreSQL it reads the last run,
+last success and run counters' totals that triggers keep on each integration (migrations
+0002 and 0005), and groups the pending records and running runs through their partial
+indexes; elsewhere (SQLite, or a PostgreSQL schema without those migrations) it looks the
+last runs up per integration in partial indexes and counts the totals from the history,
+which is good enough for the small logs those hold (bench/RESULTS.md has figures).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    case,
     func,
     literal_column,
     select,
@@ -34,6 +36,7 @@ from exporter.source.deadline import ConnectionTracker, with_deadline
 from exporter.source.pipeline import utcnow
 from exporter.source.schema import (
     FINISHED_RUN,
+    FINISHED_STATUSES,
     PENDING_RECORD,
     RUNNING_RUN,
     SUCCESSFUL_RUN,
@@ -96,6 +99,23 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
         .correlate(Integration)
         .scalar_subquery()
     )
+    # The run counters' totals. PostgreSQL keeps them on sync_integration (migration 0005);
+    # here they are counted from the history, a cost that grows with it: fine for the
+    # small embedded SQLite logs this statement serves (docs/write-path.md).
+    totals = (
+        select(
+            Run.org_id,
+            Run.connector,
+            *(
+                func.sum(case((Run.status == name, 1), else_=0)).label(f"runs_{name}_total")
+                for name in FINISHED_STATUSES
+            ),
+            func.sum(Run.records_failed).label("records_failed_total"),
+        )
+        .where(text(FINISHED_RUN), Run.status.in_(FINISHED_STATUSES))
+        .group_by(Run.org_id, Run.connector)
+        .subquery("run_totals")
+    )
     per_integration = (
         select(
             Integration.org_id,
@@ -140,9 +160,23 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
             Run.finished_at,
             Run.records_total,
             Run.records_failed,
+            *(
+                func.coalesce(totals.c[name], 0).label(name)
+                for name in (
+                    *(f"runs_{status}_total" for status in FINISHED_STATUSES),
+                    "records_failed_total",
+                )
+            ),
         )
         .select_from(per_integration)
         .outerjoin(Run, Run.id == per_integration.c.last_run_id)
+        .outerjoin(
+            totals,
+            and_(
+                totals.c.org_id == per_integration.c.org_id,
+                totals.c.connector == per_integration.c.connector,
+            ),
+        )
         .order_by(per_integration.c.org_id, per_integration.c.connector)
     )
 
@@ -159,7 +193,8 @@ SUMMARY_SNAPSHOT_STATEMENT = text(
     SELECT i.org_id, o.name AS org_name, i.connector, i.active, i.stale_after_seconds,
            i.created_at, i.last_success_at, g.running_since, p.pending_records,
            p.oldest_pending_at, r.status, r.started_at, r.finished_at, r.records_total,
-           r.records_failed
+           r.records_failed, i.runs_succeeded_total, i.runs_partial_total,
+           i.runs_failed_total, i.records_failed_total
     FROM sync_integration AS i
     LEFT JOIN sync_organization AS o ON o.id = i.org_id
     LEFT JOIN sync_run AS r ON r.id = i.last_run_id

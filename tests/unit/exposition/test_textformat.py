@@ -50,6 +50,8 @@ def _facts(number: int) -> IntegrationFacts:
         last_run_records_failed=number if status == "partial" else 0,
         last_success_at=finished if status in ("succeeded", "partial") else None,
         running_since=NOW - timedelta(seconds=5) if number % 7 == 0 else None,
+        runs_finished_total=(("succeeded", number * 40), ("partial", number), ("failed", 2)),
+        records_failed_total=number * 3,
     )
 
 
