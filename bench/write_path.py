@@ -333,7 +333,15 @@ def report(result: WritePathResult) -> str:
     def per_row(mode: str, runs: int) -> float:
         return b[(mode, runs)] / (runs * INTEGRATIONS)
 
+    added = [
+        (b[("0005", runs)] - b[("off", runs)]) / (runs * INTEGRATIONS) for runs in BACKFILL_RUNS
+    ]
     lines += [
+        "  cost the triggers add per row (0005 - off), us: "
+        + ", ".join(
+            f"{runs}: {cost * 1e6:.2f}" for runs, cost in zip(BACKFILL_RUNS, added, strict=True)
+        )
+        + " (at or below 0: within the noise)",
         f"  per-row cost {large} vs {small} runs/integration: 0005 x"
         f"{per_row('0005', large) / per_row('0005', small):.2f}, off x"
         f"{per_row('off', large) / per_row('off', small):.2f}"
