@@ -225,9 +225,10 @@ UNKNOWN_RECORD_STATES = (
 class SnapshotReader:
     """Reads snapshots of one sync log, and owns what it learned about that database.
 
-    It remembers whether the schema has migration 0002's summary columns (a hand-made
-    PostgreSQL schema may not: it then gets the per-integration lookups from the first
-    failure on, without a failed statement per refresh), and it tracks its engine's
+    It remembers whether the schema has the summary columns of migrations 0002 and 0005
+    (a hand-made or older PostgreSQL schema may not: it then gets the per-integration
+    lookups from the first failure on, without a failed statement per refresh), and it
+    tracks its engine's
     connections so that a read past ``deadline`` seconds is cut off (source/deadline.py).
     """
 
