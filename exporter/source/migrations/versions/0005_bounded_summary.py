@@ -69,6 +69,15 @@ def _finished(alias: str) -> str:
     return f"{alias}.status <> 'running' AND {alias}.finished_at IS NOT NULL"
 
 
+def _moved(a: str, b: str) -> str:
+    """The run changed in what the summary depends on."""
+    columns = ("org_id", "connector", "status", "finished_at")
+    return (
+        f"({', '.join(f'{a}.{c}' for c in columns)}) IS DISTINCT FROM "
+        f"({', '.join(f'{b}.{c}' for c in columns)})"
+    )
+
+
 def _increments(alias: str) -> str:
     """Per-status counts and failed records of the runs ``alias`` that just finished."""
     return (
@@ -81,7 +90,8 @@ def _increments(alias: str) -> str:
 
 
 # Each branch reduces the statement's rows to one row per touched integration: its key and
-# what to add to its totals. Keys are distinct (UPDATE ... FROM applies one row per target).
+# what to add to its totals. Keys are distinct (UPDATE ... FROM applies one row per target);
+# their order does not matter, the lock statement sorts.
 _CHANGES = {
     "INSERT": f"""
         SELECT n.org_id, n.connector, {_increments("n")}
@@ -89,30 +99,25 @@ _CHANGES = {
         GROUP BY n.org_id, n.connector""",
     # Rows whose key, status or finish time did not change cannot move the summary (a
     # pipeline updating records_total of a running run costs nothing). A row counts when
-    # its previous version (same id) was not finished.
+    # its previous version (same id) was not finished. Two hash joins on id, no sorting.
     "UPDATE": f"""
-        WITH changed_new AS (
-            SELECT id, org_id, connector, status, finished_at FROM new_runs
-            EXCEPT ALL
-            SELECT id, org_id, connector, status, finished_at FROM old_runs),
-        changed_old AS (
-            SELECT id, org_id, connector, status, finished_at FROM old_runs
-            EXCEPT ALL
-            SELECT id, org_id, connector, status, finished_at FROM new_runs),
-        entered AS (
-            SELECT n.org_id, n.connector, n.status, n.records_failed FROM new_runs AS n
-            WHERE {_finished("n")}
-              AND EXISTS (SELECT 1 FROM old_runs AS o
-                          WHERE o.id = n.id AND (o.status = 'running' OR o.finished_at IS NULL)))
-        SELECT k.org_id, k.connector, coalesce(e.s, 0), coalesce(e.p, 0), coalesce(e.f, 0),
-               coalesce(e.rf, 0)
-        FROM (SELECT org_id, connector FROM changed_new AS n WHERE {_finished("n")}
-              UNION
-              SELECT org_id, connector FROM changed_old AS o WHERE {_finished("o")}) AS k
-        LEFT JOIN (SELECT e.org_id, e.connector, {_increments("e")}
-                   FROM entered AS e GROUP BY e.org_id, e.connector)
-               AS e (org_id, connector, s, p, f, rf)
-               ON e.org_id = k.org_id AND e.connector = k.connector""",
+        SELECT k.org_id, k.connector, sum(k.s), sum(k.p), sum(k.f), sum(k.rf)
+        FROM (SELECT n.org_id, n.connector,
+                     (entered AND n.status = 'succeeded')::int AS s,
+                     (entered AND n.status = 'partial')::int AS p,
+                     (entered AND n.status = 'failed')::int AS f,
+                     CASE WHEN entered THEN n.records_failed ELSE 0 END AS rf
+              FROM new_runs AS n LEFT JOIN old_runs AS o ON o.id = n.id,
+                   LATERAL (SELECT o.id IS NOT NULL AND (o.status = 'running'
+                                                         OR o.finished_at IS NULL)) AS e (entered)
+              WHERE {_finished("n")}
+                AND (o.id IS NULL OR {_moved("n", "o")})
+              UNION ALL
+              SELECT o.org_id, o.connector, 0, 0, 0, 0
+              FROM old_runs AS o LEFT JOIN new_runs AS n ON n.id = o.id
+              WHERE {_finished("o")}
+                AND (n.id IS NULL OR {_moved("o", "n")})) AS k
+        GROUP BY k.org_id, k.connector""",
     "DELETE": f"""
         SELECT DISTINCT o.org_id, o.connector, 0::bigint, 0::bigint, 0::bigint, 0::bigint
         FROM old_runs AS o WHERE {_finished("o")}""",
@@ -122,12 +127,8 @@ _CHANGES = {
 def _note_runs_function() -> str:
     branches = "\n        ELS".join(
         f"""IF TG_OP = '{event}' THEN
-            SELECT array_agg(c.org_id ORDER BY c.org_id, c.connector),
-                   array_agg(c.connector ORDER BY c.org_id, c.connector),
-                   array_agg(c.s ORDER BY c.org_id, c.connector),
-                   array_agg(c.p ORDER BY c.org_id, c.connector),
-                   array_agg(c.f ORDER BY c.org_id, c.connector),
-                   array_agg(c.rf ORDER BY c.org_id, c.connector)
+            SELECT array_agg(c.org_id), array_agg(c.connector), array_agg(c.s),
+                   array_agg(c.p), array_agg(c.f), array_agg(c.rf)
             INTO orgs, connectors, succeeded, partial, failed, records_failed
             FROM ({query}) AS c (org_id, connector, s, p, f, rf);"""
         for event, query in _CHANGES.items()
