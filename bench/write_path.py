@@ -23,7 +23,7 @@ Measured:
    change notifications) and ``summary-only`` (0005's summary triggers), to tell apart
    what each costs when writers commit at the same time.
 
-    python -m bench.write_path          # alone (about 2 minutes here)
+    python -m bench.write_path          # alone (1.5 to 3.5 minutes here, by load)
 """
 
 from __future__ import annotations
