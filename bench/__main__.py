@@ -5,10 +5,12 @@ lengthened to 25 times that history; the exporter's read is timed at both, besid
 generic DISTINCT ON / GROUP BY reference on the same data. With the long history the
 real exporter process is started and scraped. At 2,000 integrations the commit-to-
 /metrics latency is measured with change notification and with polling only; at the
-largest scale the reference also runs inside prometheus-sql-exporter.
+largest scale the reference also runs inside prometheus-sql-exporter. Then the write path
+(bench/write_path.py): the pipeline's writes with the project's triggers on and off.
 
     python -m bench                      # 100, 2000 and 10000 integrations
     python -m bench --scales 100 2000    # a quicker run
+    python -m bench.write_path           # only the write path (issue 11): triggers on/off
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 
-from bench import data, latency, reference
+from bench import data, latency, reference, write_path
 from bench.measure import OPENMETRICS, TEXT, exporter, median_time, percentile
 from exporter.exposition.body import Exposition
 from exporter.health import evaluate_snapshot
@@ -303,6 +305,9 @@ def _ensure_sql_exporter() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--scales", type=int, nargs="+", default=SCALES)
+    parser.add_argument(
+        "--no-write-path", action="store_true", help="skip the write-path benchmark (issue 11)"
+    )
     args = parser.parse_args(argv)
     admin_url = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     SCALES[:] = sorted(args.scales)
@@ -311,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     latencies: dict[str, list[float]] = {}
     results = [run_scale(admin_url, n, latencies) for n in SCALES]
     print(report(results, latencies, admin_url))
+    if not args.no_write_path:
+        print()
+        print(write_path.report(write_path.run(admin_url)))
+
     from bench import status  # the status page's figures (bench/status.py runs them alone too)
 
     print("\n" + status.run(admin_url))

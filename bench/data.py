@@ -135,9 +135,15 @@ def _add_history(connection: psycopg.Connection, first: int, last: int) -> None:
     connection.execute("RESET session_replication_role")
     for _, definition in indexes:
         connection.execute(definition)
-    # The last-run summary's trigger was off too: recompute it, as migration 0002 does.
-    connection.execute("SELECT accounting_sync_rebuild_last_runs()")
+    # The summary's triggers were off too: recompute it (last runs and the run counters'
+    # totals), as migration 0005 does.
+    connection.execute("SELECT accounting_sync_rebuild_summary()")
     connection.execute("VACUUM ANALYZE")
+
+
+def add_integrations(connection: psycopg.Connection, count: int, pending: int) -> None:
+    """Organizations, ``count`` integrations, their pending records and running runs."""
+    _run_script(connection, _INTEGRATIONS, {"n": count, "pending": pending})
 
 
 def build(url: str, scale: Scale) -> None:

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.exposition import metrics as m
 from exporter.model import IntegrationStatus, ServedState
-from exporter.source.schema import RUN_STATUSES
+from exporter.source.schema import FINISHED_STATUSES, RUN_STATUSES
 
 
 class SyncLogCollector(Collector):
@@ -84,6 +84,8 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
     error_class = family(m.LAST_RUN_ERROR_CLASS)
     expected_interval = family(m.EXPECTED_INTERVAL_SECONDS)
     created = family(m.CREATED_TIMESTAMP)
+    runs_finished = family(m.RUNS_FINISHED)
+    records_failed = family(m.RECORDS_FAILED)
     for item in statuses:
         f = item.facts
         key = [f.org_id, f.connector]
@@ -116,6 +118,11 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
         if f.expected_interval_seconds is not None:
             expected_interval.add_metric(key, f.expected_interval_seconds)
         created.add_metric(key, f.created_at.timestamp())
+        # Every status always, so rate() has a series from the first scrape on.
+        finished = dict(f.runs_finished_total)
+        for name in FINISHED_STATUSES:
+            runs_finished.add_metric([*key, name], finished.get(name, 0))
+        records_failed.add_metric(key, f.records_failed_total)
     yield from (
         pending,
         failed,
@@ -135,6 +142,8 @@ def integration_families(statuses: tuple[IntegrationStatus, ...]) -> Iterator[Me
         error_class,
         expected_interval,
         created,
+        runs_finished,
+        records_failed,
     )
 
 

@@ -133,6 +133,17 @@ CREATED_TIMESTAMP = Spec(
     "gauge",
     "created_at of the integration: where lateness counts from before the first success.",
 )
+RUNS_FINISHED = Spec(
+    "accounting_sync_runs_finished",
+    "counter",
+    "Sync runs that finished, by status, counted when they finish (never decreases).",
+    labels=("org", "connector", "status"),
+)
+RECORDS_FAILED = Spec(
+    "accounting_sync_records_failed",
+    "counter",
+    "records_failed of every finished sync run, added when it finishes (never decreases).",
+)
 
 # The exporter itself, no labels.
 SOURCE_UP = Spec(
@@ -198,6 +209,8 @@ TABLE: tuple[Spec, ...] = (
     LAST_RUN_ERROR_CLASS,
     EXPECTED_INTERVAL_SECONDS,
     CREATED_TIMESTAMP,
+    RUNS_FINISHED,
+    RECORDS_FAILED,
     SOURCE_UP,
     LAST_REFRESH_TIMESTAMP,
     REFRESH_DURATION,

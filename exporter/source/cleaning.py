@@ -20,7 +20,7 @@ from typing import Any
 
 from exporter.classification import Classifier
 from exporter.model import IntegrationFacts, Problem
-from exporter.source.schema import CONNECTORS, RECORD_STATES, RUN_STATUSES
+from exporter.source.schema import CONNECTORS, FINISHED_STATUSES, RECORD_STATES, RUN_STATUSES
 
 # Clocks of the writer and the exporter disagree a little; beyond this a date is wrong.
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -53,6 +53,14 @@ def _count(row: _Row, value: Any, what: str) -> int:
         row.problem(f"{what}_negative", f"{what} is negative ({number}); using 0")
         return 0
     return number
+
+
+def _total(row: _Row, value: Any, what: str) -> int:
+    """A counter's total: NULL is a broken row here (the statements never return NULL)."""
+    if value is None:
+        row.problem(f"{what}_missing", f"{what} is NULL; using 0")
+        return 0
+    return _count(row, value, what)
 
 
 def _stale_after(row: _Row, value: Any) -> int:
@@ -124,6 +132,10 @@ SNAPSHOT_COLUMNS = (
     "last_run_id",
     "error_code",
     "error_message",
+    "runs_succeeded_total",
+    "runs_partial_total",
+    "runs_failed_total",
+    "records_failed_total",
 )
 _ORG_ID = SNAPSHOT_COLUMNS.index("org_id")
 _CONNECTOR = SNAPSHOT_COLUMNS.index("connector")
@@ -215,6 +227,11 @@ def _facts(
             classifier.classify(error_code, error_message) if status == "failed" else None
         ),
         last_run_failures_by_class=failures.get(int(run_id), ()) if run_id is not None else (),
+        runs_finished_total=tuple(
+            (name, _total(row, values[f"runs_{name}_total"], f"runs_{name}_total"))
+            for name in FINISHED_STATUSES
+        ),
+        records_failed_total=_total(row, values["records_failed_total"], "records_failed_total"),
     )
 
 

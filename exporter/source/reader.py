@@ -2,11 +2,12 @@
 organization lists and error details that the admin commands and pages need.
 
 The snapshot is a single statement whose cost follows the number of integrations and
-pending records, not the length of the run history. On PostgreSQL it reads the last run
-and last success that migration 0002's trigger keeps on each integration, and groups the
-pending records and running runs through their partial indexes; elsewhere (SQLite, or a
-PostgreSQL schema without that migration) it looks both up per integration in partial
-indexes, which is as good for the small logs those hold (bench/RESULTS.md has figures).
+pending records, not the length of the run history. On PostgreSQL it reads the last run,
+last success and run counters' totals that triggers keep on each integration (migrations
+0002 and 0005), and groups the pending records and running runs through their partial
+indexes; elsewhere (SQLite, or a PostgreSQL schema without those migrations) it looks the
+last runs up per integration in partial indexes and counts the totals from the history,
+which is good enough for the small logs those hold (bench/RESULTS.md has figures).
 A second statement reads the failed records of the integrations' last finished runs,
 grouped by answer, for the error classes; its cost follows those records, not history.
 """
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    case,
     func,
     literal_column,
     select,
@@ -42,6 +44,7 @@ from exporter.source.deadline import ConnectionTracker, with_deadline
 from exporter.source.pipeline import utcnow
 from exporter.source.schema import (
     FINISHED_RUN,
+    FINISHED_STATUSES,
     PENDING_RECORD,
     REJECTED_RECORD,
     RUNNING_RUN,
@@ -111,6 +114,23 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
         .correlate(Integration)
         .scalar_subquery()
     )
+    # The run counters' totals. PostgreSQL keeps them on sync_integration (migration 0005);
+    # here they are counted from the history, a cost that grows with it: fine for the
+    # small embedded SQLite logs this statement serves (docs/write-path.md).
+    totals = (
+        select(
+            Run.org_id,
+            Run.connector,
+            *(
+                func.sum(case((Run.status == name, 1), else_=0)).label(f"runs_{name}_total")
+                for name in FINISHED_STATUSES
+            ),
+            func.sum(Run.records_failed).label("records_failed_total"),
+        )
+        .where(text(FINISHED_RUN), Run.status.in_(FINISHED_STATUSES))
+        .group_by(Run.org_id, Run.connector)
+        .subquery("run_totals")
+    )
     per_integration = (
         select(
             Integration.org_id,
@@ -162,9 +182,23 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
             Run.id.label("last_run_id"),
             func.substr(Run.error_code, 1, CODE_PREFIX).label("error_code"),
             func.substr(Run.error_message, 1, MESSAGE_PREFIX).label("error_message"),
+            *(
+                func.coalesce(totals.c[name], 0).label(name)
+                for name in (
+                    *(f"runs_{status}_total" for status in FINISHED_STATUSES),
+                    "records_failed_total",
+                )
+            ),
         )
         .select_from(per_integration)
         .outerjoin(Run, Run.id == per_integration.c.last_run_id)
+        .outerjoin(
+            totals,
+            and_(
+                totals.c.org_id == per_integration.c.org_id,
+                totals.c.connector == per_integration.c.connector,
+            ),
+        )
         .order_by(per_integration.c.org_id, per_integration.c.connector)
     )
 
@@ -188,7 +222,9 @@ SUMMARY_SNAPSHOT_STATEMENT = text(
            p.oldest_pending_at, r.status, r.started_at, r.finished_at, r.records_total,
            r.records_failed, j.rejected_records, i.expected_interval_seconds,
            r.id AS last_run_id, substr(r.error_code, 1, {CODE_PREFIX}) AS error_code,
-           substr(r.error_message, 1, {MESSAGE_PREFIX}) AS error_message
+           substr(r.error_message, 1, {MESSAGE_PREFIX}) AS error_message,
+           i.runs_succeeded_total, i.runs_partial_total,
+           i.runs_failed_total, i.records_failed_total
     FROM sync_integration AS i
     LEFT JOIN sync_organization AS o ON o.id = i.org_id
     LEFT JOIN LATERAL (SELECT id, status, started_at, finished_at, records_total,
@@ -251,9 +287,10 @@ UNKNOWN_RECORD_STATES = (
 class SnapshotReader:
     """Reads snapshots of one sync log, and owns what it learned about that database.
 
-    It remembers whether the schema has migration 0002's summary columns (a hand-made
-    PostgreSQL schema may not: it then gets the per-integration lookups from the first
-    failure on, without a failed statement per refresh), and it tracks its engine's
+    It remembers whether the schema has the summary columns of migrations 0002 and 0005
+    (a hand-made or older PostgreSQL schema may not: it then gets the per-integration
+    lookups from the first failure on, without a failed statement per refresh), and it
+    tracks its engine's
     connections so that a read past ``deadline`` seconds is cut off (source/deadline.py).
     ``classifier`` (built from the config's ``classification.rules``) sorts the last runs'
     failures into error classes here, once per refresh, so a scrape never classifies.

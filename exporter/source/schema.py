@@ -31,6 +31,19 @@ from sqlalchemy.types import TypeDecorator
 CONNECTORS = ("xledger", "dynamics")
 RUN_STATUSES = ("running", "succeeded", "partial", "failed")
 RECORD_STATES = ("pending", "synced", "rejected")
+FINISHED_STATUSES = RUN_STATUSES[1:]
+
+# Columns of sync_integration that only PostgreSQL has, kept by triggers on sync_run
+# (migrations 0002 and 0005); SQLite computes the same facts from the history, so the
+# model leaves them out and schema comparisons must exclude exactly these.
+TRIGGER_MAINTAINED_COLUMNS = (
+    "last_run_id",
+    "last_success_at",
+    "runs_succeeded_total",
+    "runs_partial_total",
+    "runs_failed_total",
+    "records_failed_total",
+)
 
 # Columns of ``sync_integration`` that PostgreSQL triggers keep (migration 0002, which does
 # nothing on SQLite), not the pipeline and not these models: a model column would make the

@@ -139,6 +139,37 @@ def test_the_extra_run_metrics() -> None:
     assert value(samples, "accounting_sync_exporter_refresh_failures_total") == 0
 
 
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_the_run_counters_with_every_status(openmetrics: bool) -> None:
+    from dataclasses import replace
+
+    counted = replace(
+        busy(), runs_finished_total=(("succeeded", 120), ("partial", 7), ("failed", 2)),
+        records_failed_total=19,
+    )  # fmt: skip
+    body = scrape(state(counted, fresh()), openmetrics=openmetrics)
+    samples = parse_metrics(body, openmetrics=openmetrics)
+    runs = {
+        (dict(labels)["org"], dict(labels)["status"]): v
+        for labels, v in series(samples, "accounting_sync_runs_finished_total").items()
+    }
+    # An integration that never ran still has all three series, at 0, so that rate() and
+    # increase() see the first run finish instead of a series appearing.
+    assert runs == {
+        ("blindeforbundet", "succeeded"): 120,
+        ("blindeforbundet", "partial"): 7,
+        ("blindeforbundet", "failed"): 2,
+        ("hlf", "succeeded"): 0,
+        ("hlf", "partial"): 0,
+        ("hlf", "failed"): 0,
+    }
+    assert value(samples, "accounting_sync_records_failed_total", **BLIND) == 19
+    assert value(samples, "accounting_sync_records_failed_total", **HLF) == 0
+    # Typed as counters, so Prometheus and its rate() treat a reset as a reset.
+    family = "accounting_sync_runs_finished" + ("" if openmetrics else "_total")
+    assert f"# TYPE {family} counter\n" in scrape(state(counted), openmetrics=openmetrics)
+
+
 def test_series_the_contract_says_are_absent_are_absent() -> None:
     samples = parse_metrics(scrape(state(fresh())))
     for name in (

@@ -58,6 +58,8 @@ def _facts(number: int) -> IntegrationFacts:
         last_run_failures_by_class=(("timeout", 1), ("validation", number))
         if status == "partial"
         else (),
+        runs_finished_total=(("succeeded", number * 40), ("partial", number), ("failed", 2)),
+        records_failed_total=number * 3,
     )
 
 

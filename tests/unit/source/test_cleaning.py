@@ -41,6 +41,10 @@ def row(**overrides):  # type: ignore[no-untyped-def]
         "last_run_id": 41,
         "error_code": None,
         "error_message": None,
+        "runs_succeeded_total": 40,
+        "runs_partial_total": 3,
+        "runs_failed_total": 1,
+        "records_failed_total": 7,
     }
     values.update(overrides)
     return tuple(values.values())
@@ -51,6 +55,22 @@ def test_a_healthy_row_passes_unchanged():
     assert problems == []
     assert (facts.org_id, facts.org_name, facts.pending_records) == ("hlf", "HLF", 4)
     assert facts.last_success_at == NOW - timedelta(minutes=5)
+
+
+def test_run_totals_come_through_with_all_three_statuses():
+    (facts,), _ = sanitize([row(runs_partial_total=0)], NOW)
+    assert facts.runs_finished_total == (("succeeded", 40), ("partial", 0), ("failed", 1))
+    assert facts.records_failed_total == 7
+
+
+@pytest.mark.parametrize("bad", [None, -3])
+def test_a_missing_or_negative_total_counts_as_zero_and_is_reported(bad):
+    (facts,), problems = sanitize([row(runs_failed_total=bad, records_failed_total=bad)], NOW)
+    assert facts.runs_finished_total == (("succeeded", 40), ("partial", 3), ("failed", 0))
+    assert facts.records_failed_total == 0
+    kinds = {problem.kind for problem in problems}
+    suffix = "missing" if bad is None else "negative"
+    assert kinds == {f"runs_failed_total_{suffix}", f"records_failed_total_{suffix}"}
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_error_classes"
-down_revision = "0004_unknown_record_states"
+down_revision = "0005_bounded_summary"
 branch_labels = None
 depends_on = None
 
