@@ -33,10 +33,11 @@ RUN_STATUSES = ("running", "succeeded", "partial", "failed")
 RECORD_STATES = ("pending", "synced", "rejected")
 FINISHED_STATUSES = RUN_STATUSES[1:]
 
-# Columns of sync_integration that only PostgreSQL has, kept by triggers on sync_run
-# (migrations 0002 and 0005); SQLite computes the same facts from the history, so the
-# model leaves them out and schema comparisons must exclude exactly these.
-TRIGGER_MAINTAINED_COLUMNS = (
+# Columns of ``sync_integration`` that PostgreSQL triggers keep (migrations 0002 and 0005,
+# which do nothing on SQLite), not the pipeline and not these models: a model column would
+# make the ORM write them, and SQLite would lack them (it computes the same facts from the
+# history). The models-match-migrations test skips exactly these.
+TRIGGER_MAINTAINED_COLUMNS: tuple[str, ...] = (
     "last_run_id",
     "last_success_at",
     "runs_succeeded_total",
@@ -44,11 +45,6 @@ TRIGGER_MAINTAINED_COLUMNS = (
     "runs_failed_total",
     "records_failed_total",
 )
-
-# Columns of ``sync_integration`` that PostgreSQL triggers keep (migration 0002, which does
-# nothing on SQLite), not the pipeline and not these models: a model column would make the
-# ORM write them, and SQLite would lack them. The models-match-migrations test skips them.
-TRIGGER_MAINTAINED_COLUMNS: tuple[str, ...] = ("last_run_id", "last_success_at")
 
 # bigserial on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
