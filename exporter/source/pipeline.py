@@ -50,7 +50,7 @@ class Pipeline:
             else:
                 connection.execute(insert(Organization).values(id=org_id, name=name))
             key = and_(Integration.org_id == org_id, Integration.connector == connector)
-            values = {
+            values: dict[str, object] = {
                 "active": active,
                 "stale_after_seconds": stale_after_seconds,
                 "expected_interval_seconds": expected_interval_seconds,
@@ -58,6 +58,9 @@ class Pipeline:
             if connection.execute(select(Integration.org_id).where(key)).first():
                 connection.execute(update(Integration).where(key).values(**values))
             else:
+                # The optional columns (migration 0006) are written only when given, so a
+                # pipeline that never uses them also writes a sync log from before them.
+                values = _given(values, "expected_interval_seconds")
                 connection.execute(
                     insert(Integration).values(
                         org_id=org_id,
@@ -197,12 +200,17 @@ class Pipeline:
                 update(Run)
                 .where(Run.id == run_id)
                 .values(
-                    status=status,
-                    finished_at=at or utcnow(),
-                    records_total=records_total,
-                    records_failed=records_failed,
-                    error_message=error_message,
-                    error_code=error_code,
+                    **_given(
+                        {
+                            "status": status,
+                            "finished_at": at or utcnow(),
+                            "records_total": records_total,
+                            "records_failed": records_failed,
+                            "error_message": error_message,
+                            "error_code": error_code,
+                        },
+                        "error_code",
+                    )
                 )
             )
 
@@ -225,16 +233,26 @@ class Pipeline:
                 connection.execute(
                     insert(Run)
                     .values(
-                        org_id=org_id,
-                        connector=connector,
-                        status=status,
-                        started_at=started_at,
-                        finished_at=finished_at,
-                        records_total=records_total,
-                        records_failed=records_failed,
-                        error_message=error_message,
-                        error_code=error_code,
+                        **_given(
+                            {
+                                "org_id": org_id,
+                                "connector": connector,
+                                "status": status,
+                                "started_at": started_at,
+                                "finished_at": finished_at,
+                                "records_total": records_total,
+                                "records_failed": records_failed,
+                                "error_message": error_message,
+                                "error_code": error_code,
+                            },
+                            "error_code",
+                        )
                     )
                     .returning(Run.id)
                 ).scalar_one()
             )
+
+
+def _given(values: dict[str, object], *optional: str) -> dict[str, object]:
+    """``values`` without the optional columns that are None (they default to NULL)."""
+    return {k: v for k, v in values.items() if k not in optional or v is not None}

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Column, Engine, MetaData, Text, text
@@ -22,7 +21,12 @@ from sqlalchemy.schema import CreateIndex, SchemaItem
 
 from exporter.admin.roles import MAPPING, TABLES
 from exporter.source.engine import create_sync_log_engine, normalize_url
-from exporter.source.migrate import alembic_config, current_revision, head_revision, upgrade
+from exporter.source.migrate import (
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 from exporter.source.pipeline import Pipeline
 from exporter.source.schema import TRIGGER_MAINTAINED_COLUMNS, Base, Integration
 
@@ -144,10 +148,7 @@ def test_the_tenancy_migration_downgrades_and_upgrades_again(sync_log: str) -> N
             )
 
     assert rls_tables() == {*TABLES, "sync_tenant_role"}
-    config = alembic_config(engine)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0002_change_notification")
+    downgrade(engine, "0002_change_notification")
     assert rls_tables() == set()
     upgrade(engine)
     assert rls_tables() == {*TABLES, "sync_tenant_role"}
