@@ -358,8 +358,9 @@ def test_concurrent_writers_over_overlapping_integrations_do_not_deadlock(engine
 
 
 def _alembic(engine: Engine, action: str, revision: str) -> None:
+    # Alembic owns the transactions (one per migration), as in migrate.upgrade/downgrade.
     config = alembic_config(engine)
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         config.attributes["connection"] = connection
         getattr(command, action)(config, revision)
 
