@@ -41,10 +41,15 @@ test-services:
 
 # Line coverage of exporter/ (exporter processes started by system tests included) is
 # measured on the way and summarised at the end: a total, then one row per package.
+# pytest's own closing line is repeated last, after the coverage table, so that whoever reads
+# the end of the output (a person, or CI) sees the outcome.
 test: venv test-services
-	@rm -f .coverage .coverage.*
-	@. ./.test-env && $(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS); \
-	status=$$?; $(BIN)/python scripts/coverage_summary.py; exit $$status
+	@rm -f .coverage .coverage.* .test-output.log
+	@. ./.test-env && { $(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS); \
+	  echo $$? > .test-status; } | tee .test-output.log; \
+	status=$$(cat .test-status); $(BIN)/python scripts/coverage_summary.py; \
+	grep -E '^=+ .*(passed|failed|error|no tests ran).* in [0-9.]+s' .test-output.log | tail -n 1; \
+	rm -f .test-status; exit $$status
 
 lint: venv
 	$(BIN)/ruff check .

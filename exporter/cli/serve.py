@@ -135,7 +135,7 @@ def _demo_users(
     """Status page sign-ins for the demo: a global user and one per demo organization,
     written (web config with bcrypt hashes) into ``directory``, which goes with the demo."""
     from exporter import demo as simulated
-    from exporter.serve.status.demo_users import write_demo_users
+    from exporter.serve.status.demo_users import GLOBAL_USER, write_demo_users
 
     users = write_demo_users(directory, [item.org_id for item in simulated.DEMO])
     settings = Settings(
@@ -150,6 +150,9 @@ def _demo_users(
     def banner(metrics_url: str) -> str:
         status_url = metrics_url.removesuffix(settings.web_telemetry_path) + "/status"
         text = simulated.banner(metrics_url).rstrip("\n").removesuffix("  Stop with Ctrl-C.")
+        # /metrics carries every organization: only the global administrator may read it.
+        sign_in = f"{GLOBAL_USER}:{users.passwords[GLOBAL_USER]}"
+        text = text.replace("curl -s ", f"curl -s -u {sign_in} ", 1)
         return text + users.banner(status_url) + "  Stop with Ctrl-C.\n"
 
     return settings, web, banner

@@ -125,7 +125,11 @@ def _snapshot_statement():  # type: ignore[no-untyped-def]
                 func.sum(case((Run.status == name, 1), else_=0)).label(f"runs_{name}_total")
                 for name in FINISHED_STATUSES
             ),
-            func.sum(Run.records_failed).label("records_failed_total"),
+            # A negative count is a bad row, reported once for the last run (cleaning.py);
+            # it must not also drag the total below zero, or below where it stood.
+            func.sum(case((Run.records_failed > 0, Run.records_failed), else_=0)).label(
+                "records_failed_total"
+            ),
         )
         .where(text(FINISHED_RUN), Run.status.in_(FINISHED_STATUSES))
         .group_by(Run.org_id, Run.connector)
