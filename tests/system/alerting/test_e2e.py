@@ -118,9 +118,61 @@ def alerts_in(bodies: list[dict[str, Any]], alertname: str, status: str) -> list
     ]
 
 
+@dataclass
+class Chain:
+    received: Received
+    am_url: str
+    prom_url: str
+
+    def delivered(self, path: str, alertname: str, status: str = "firing") -> list[dict]:
+        """The alert as carried by each notification to ``path`` that has it."""
+        found = [alerts_in([body], alertname, status) for body in self.received.at(path)]
+        found = [alerts for alerts in found if alerts]
+        # One alert per integration, however many replicas were scraped.
+        assert all(len(alerts) == 1 for alerts in found), found
+        return [alerts[0] for alerts in found]
+
+
+def start_chain(stack: ExitStack, pg_url: str, tmp_path: Path) -> Chain:
+    """Two exporter replicas, Prometheus with the project's rules, Alertmanager with its
+    routing, and the fake receivers, all stopped when ``stack`` closes."""
+    alertmanager = require_binary("prometheus-alertmanager")
+    receiver_url, received = stack.enter_context(receiver_server())
+    exporter_args = ["--database-url", pg_url, "--refresh-interval", "1s"]
+    replicas = [stack.enter_context(exporter_process(exporter_args, tmp_path)) for _ in range(2)]
+
+    am_port = free_port()
+    am_config = tmp_path / "alertmanager.yml"
+    am_config.write_text(yaml.safe_dump(test_alertmanager_config(receiver_url)))
+    am_log = tmp_path / "alertmanager.log"
+    am = stack.enter_context(
+        background_process(
+            [
+                alertmanager,
+                f"--config.file={am_config}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",
+            ],
+            am_log,
+        )
+    )
+    am_url = f"http://127.0.0.1:{am_port}"
+    wait_ready(f"{am_url}/-/ready", am, am_log)
+
+    prom_url = stack.enter_context(
+        prometheus_server(
+            [r.url.removeprefix("http://") for r in replicas],
+            tmp_path,
+            rule_files=[ALERTING / "rules" / "accounting-sync.rules.yml"],
+            alertmanagers=[f"127.0.0.1:{am_port}"],
+        )
+    )
+    return Chain(received, am_url, prom_url)
+
+
 def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_path):
     require_binary("prometheus")
-    alertmanager = require_binary("prometheus-alertmanager")
     engine = create_sync_log_engine(normalize_url(pg_url))
     upgrade(engine)
     pipeline = Pipeline(engine)
@@ -157,48 +209,9 @@ def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_
     )
 
     with ExitStack() as stack:
-        receiver_url, received = stack.enter_context(receiver_server())
-        exporter_args = ["--database-url", pg_url, "--refresh-interval", "1s"]
-        replicas = [
-            stack.enter_context(exporter_process(exporter_args, tmp_path)) for _ in range(2)
-        ]
-
-        am_port = free_port()
-        am_config = tmp_path / "alertmanager.yml"
-        am_config.write_text(yaml.safe_dump(test_alertmanager_config(receiver_url)))
-        am_log = tmp_path / "alertmanager.log"
-        am = stack.enter_context(
-            background_process(
-                [
-                    alertmanager,
-                    f"--config.file={am_config}",
-                    f"--storage.path={tmp_path / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}",
-                    "--cluster.listen-address=",
-                ],
-                am_log,
-            )
-        )
-        am_url = f"http://127.0.0.1:{am_port}"
-        wait_ready(f"{am_url}/-/ready", am, am_log)
-
-        prom_url = stack.enter_context(
-            prometheus_server(
-                [r.url.removeprefix("http://") for r in replicas],
-                tmp_path,
-                rule_files=[ALERTING / "rules" / "accounting-sync.rules.yml"],
-                alertmanagers=[f"127.0.0.1:{am_port}"],
-            )
-        )
-
-        def delivered(path: str, alertname: str, status: str = "firing") -> list[dict]:
-            """The alert as carried by each notification to ``path`` that has it."""
-            found = [alerts_in([body], alertname, status) for body in received.at(path)]
-            found = [alerts for alerts in found if alerts]
-            # One alert per integration, however many replicas were scraped.
-            assert all(len(alerts) == 1 for alerts in found), found
-            return [alerts[0] for alerts in found]
-
+        chain = start_chain(stack, pg_url, tmp_path)
+        received, am_url, prom_url = chain.received, chain.am_url, chain.prom_url
+        delivered = chain.delivered
         # Red: the org's own receiver and the administrators', once each, not once per replica.
         for receiver in ("org-blindeforbundet", "global-admins"):
             stale, *_ = wait_until(
@@ -303,4 +316,94 @@ def test_red_amber_green_reach_the_right_receivers_and_red_resolves(pg_url, tmp_
             assert resolved["endsAt"] >= resolved["startsAt"]
         # Amber stays amber: it was not resolved along the way.
         assert not delivered("/webhook/org-hlf", "AccountingSyncRecordsFailed", "resolved")
+    engine.dispose()
+
+
+def test_an_expired_secret_pages_at_once_and_mutes_amber_and_rejected_records_warn(
+    pg_url, tmp_path
+):
+    """The reconciliation alerts through the whole chain: a run that failed on an expired
+    Entra client secret reaches the organization's receiver as ActionRequired with its
+    class, the same integration's amber is muted while it fires, and a rejected record
+    raises RecordsRejected for its own organization."""
+    require_binary("prometheus")
+    engine = create_sync_log_engine(normalize_url(pg_url))
+    upgrade(engine)
+    pipeline = Pipeline(engine)
+    now = utcnow()
+    expired = ("blindeforbundet", "Norges Blindeforbund", "dynamics")
+    pipeline.register(*expired, created_at=now - timedelta(days=3))
+    pipeline.add_finished_run(
+        *expired[::2],
+        "succeeded",
+        started_at=now - timedelta(hours=1, minutes=1),
+        finished_at=now - timedelta(hours=1),
+        records_total=4,
+    )
+    pipeline.add_finished_run(
+        *expired[::2],
+        "failed",
+        started_at=now - timedelta(minutes=2),
+        finished_at=now - timedelta(minutes=1),
+        error_code="AADSTS7000222",
+        error_message="AADSTS7000222: The provided client secret keys are expired.",
+    )
+    pipeline.register(*AMBER, created_at=now - timedelta(days=3))
+    [record] = pipeline.enqueue(*AMBER[::2], [("invoice", "F-2024-17")], at=now)
+    run = pipeline.start_run(*AMBER[::2], at=now)
+    pipeline.record_failure(
+        run,
+        record,
+        "Document No. F-2024-17 already exists",
+        error_code="Internal_EntityWithSameKeyExists",
+        give_up=True,
+    )
+    pipeline.finish_run(run, "succeeded", records_total=1)
+
+    with ExitStack() as stack:
+        chain = start_chain(stack, pg_url, tmp_path)
+        for receiver in ("org-blindeforbundet", "global-admins"):
+            page, *_ = wait_until(
+                lambda r=receiver: chain.delivered(f"/webhook/{r}", "AccountingSyncActionRequired"),
+                timeout=60,
+                interval=0.2,
+                what=f"AccountingSyncActionRequired at {receiver}",
+            )
+            assert page["labels"] == {
+                "alertname": "AccountingSyncActionRequired",
+                "severity": "critical",
+                "org": "blindeforbundet",
+                "org_name": "Norges Blindeforbund",
+                "connector": "dynamics",
+                "error_class": "auth",
+            }
+            assert page["annotations"]["runbook_url"].endswith("#accountingsyncactionrequired-auth")
+        rejected, *_ = wait_until(
+            lambda: chain.delivered("/webhook/org-hlf", "AccountingSyncRecordsRejected"),
+            timeout=60,
+            interval=0.2,
+            what="AccountingSyncRecordsRejected at org-hlf",
+        )
+        assert (rejected["labels"]["org"], rejected["labels"]["connector"]) == ("hlf", "dynamics")
+
+        # The failed run also makes the integration amber: that alert fires in Prometheus,
+        # and Alertmanager holds it back while ActionRequired says what to do.
+        def amber_inhibited() -> bool:
+            url = f"{chain.am_url}/api/v2/alerts?" + urlencode(
+                {"filter": 'alertname="AccountingSyncRecordsFailed"'}
+            )
+            status, _, body = http_get(url)
+            alerts = json.loads(body) if status == 200 else []
+            return any(
+                a["labels"].get("org") == "blindeforbundet" and a["status"]["inhibitedBy"]
+                for a in alerts
+            )
+
+        wait_until(amber_inhibited, timeout=30, interval=0.2, what="inhibited amber alert")
+        for path, body in chain.received.all():
+            for alert in body.get("alerts", []):
+                assert not (
+                    alert["labels"]["alertname"] == "AccountingSyncRecordsFailed"
+                    and alert["labels"].get("org") == "blindeforbundet"
+                ), path
     engine.dispose()
