@@ -270,15 +270,17 @@ class StatusSite:
         fifty open overviews cost one diff and one rendering per refresh, not fifty.
         """
         key = (None if shown is None else shown.generation, state.generation, viewer.orgs, org)
+        # Computed while holding the lock: every stream wakes at the same refresh, and
+        # without it all fifty would miss the cache together and each compute the same
+        # diff, holding the GIL long enough to push /metrics' p99 from 95 ms to 1.2 s.
+        # The others wait on the lock instead, which costs no CPU.
         with self._payload_lock:
-            cached = self._payloads.get(key)
-        if cached is not None:
-            return cached
-        payload = self._event(shown, state, viewer, org)
-        with self._payload_lock:
-            self._payloads[key] = payload
-            while len(self._payloads) > PAYLOAD_CACHE:
-                self._payloads.pop(next(iter(self._payloads)))
+            payload = self._payloads.get(key)
+            if payload is None:
+                payload = self._event(shown, state, viewer, org)
+                self._payloads[key] = payload
+                while len(self._payloads) > PAYLOAD_CACHE:
+                    self._payloads.pop(next(iter(self._payloads)))
         return payload
 
     def _event(
