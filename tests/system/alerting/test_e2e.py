@@ -10,12 +10,9 @@ the routing tree are the project's, untouched.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -36,6 +33,7 @@ from tests.support import (
     wait_ready,
     wait_until,
 )
+from tests.support.alertmanager import Received, receiver_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prometheus, pytest.mark.alertmanager]
 
@@ -44,50 +42,6 @@ GRAFANA = "http://localhost:3000"  # the rules' documented default Grafana base 
 RED = ("blindeforbundet", "Norges Blindeforbund", "xledger")
 AMBER = ("hlf", "Hørselshemmedes Landsforbund", "dynamics")
 GREEN = ("kreftforeningen", "Kreftforeningen", "xledger")
-
-
-@dataclass
-class Received:
-    """Every notification POSTed to the fake receivers, as (path, JSON body)."""
-
-    items: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, path: str, body: dict[str, Any]) -> None:
-        with self.lock:
-            self.items.append((path, body))
-
-    def at(self, path: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [body for p, body in self.items if p == path]
-
-    def all(self) -> list[tuple[str, dict[str, Any]]]:
-        with self.lock:
-            return list(self.items)
-
-
-@contextmanager
-def receiver_server() -> Iterator[tuple[str, Received]]:
-    received = Received()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            received.add(self.path, json.loads(body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_alertmanager_config(receiver_url: str) -> dict[str, Any]:
