@@ -6,7 +6,7 @@ partial run) is tested by passing ``now`` instead of waiting for the clock.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from exporter.model import Health, IntegrationFacts, IntegrationStatus, Snapshot
 
@@ -23,7 +23,7 @@ def evaluate(facts: IntegrationFacts, now: datetime) -> IntegrationStatus:
                 facts,
                 Health.RED,
                 f"No successful sync in the last {_window(facts.stale_after_seconds)} "
-                f"({what} {since.isoformat()})",
+                f"({what} {_instant(since)})",
             )
     if facts.last_run_status == "failed":
         return IntegrationStatus(facts, Health.AMBER, "the last sync run failed")
@@ -49,3 +49,8 @@ def _window(seconds: int) -> str:
                 return f"{count * 24} hours"
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def _instant(moment: datetime) -> str:
+    """An instant as a person reads it on the status page: to the minute, in UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
