@@ -357,11 +357,15 @@ def prepare(engine: Engine, seed: int | None = None) -> SimulatedPipeline:
     return SimulatedPipeline(engine, rng)
 
 
-def banner(url: str) -> str:
+def banner(url: str, *, sign_in: str | None = None, extra: str = "") -> str:
+    """What the demo prints at start; ``sign_in`` (user:password) goes into the curl line
+    when /metrics needs credentials, ``extra`` (the status page's users) before the end."""
+    auth = f"-u {sign_in} " if sign_in else ""
     return (
         "\nAccounting sync exporter demo is running.\n"
         f"  Metrics:     {url}\n"
-        f"  Try:         curl -s {url} | grep '^accounting_sync_health'\n"
+        f"  Try:         curl -s {auth}{url} | grep '^accounting_sync_health'\n"
         "  Organizations: " + ", ".join(f"{d.org_id} ({d.story})" for d in DEMO) + "\n"
+        f"{extra}"
         "  Stop with Ctrl-C.\n"
     )

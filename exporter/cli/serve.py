@@ -107,22 +107,26 @@ def demo(args: argparse.Namespace) -> int:
     # Until run_exporter takes over the signals: SIGTERM unwinds like Ctrl-C, so the
     # temporary sync log is still removed (the default action would just end the process).
     signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(simulated.demo_database(settings.database_url))
+    with_users = getattr(args, "with_users", False) and not settings.web_config_file
+    # The sign-ins' web config, when there are sign-ins, goes with the demo too.
+    users_home: contextlib.AbstractContextManager[str | None] = (
+        tempfile.TemporaryDirectory(
+            prefix="accounting-sync-demo-users-", ignore_cleanup_errors=True
+        )
+        if with_users
+        else contextlib.nullcontext(None)
+    )
+    with simulated.demo_database(settings.database_url) as url, users_home as users_directory:
         settings = Settings(**{**settings.__dict__, "database_url": url})
         banner: Callable[[str], str] = simulated.banner
-        if getattr(args, "with_users", False) and not settings.web_config_file:
-            directory = stack.enter_context(
-                tempfile.TemporaryDirectory(
-                    prefix="accounting-sync-demo-users-", ignore_cleanup_errors=True
-                )
-            )
-            settings, web, banner = _demo_users(settings, Path(directory))
+        if users_directory is not None:
+            settings, web, banner = _demo_users(settings, Path(users_directory))
         engine = open_engine(settings, statement_timeout=settings.database_statement_timeout)
-        stack.callback(engine.dispose)
-        simulation = simulated.prepare(engine, seed=args.seed)
-        return run_exporter(settings, engine, web, background=[simulation], banner=banner)
-    raise AssertionError("unreachable")  # pragma: no cover (the with block returns)
+        try:
+            simulation = simulated.prepare(engine, seed=args.seed)
+            return run_exporter(settings, engine, web, background=[simulation], banner=banner)
+        finally:
+            engine.dispose()
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -149,11 +153,12 @@ def _demo_users(
 
     def banner(metrics_url: str) -> str:
         status_url = metrics_url.removesuffix(settings.web_telemetry_path) + "/status"
-        text = simulated.banner(metrics_url).rstrip("\n").removesuffix("  Stop with Ctrl-C.")
         # /metrics carries every organization: only the global administrator may read it.
-        sign_in = f"{GLOBAL_USER}:{users.passwords[GLOBAL_USER]}"
-        text = text.replace("curl -s ", f"curl -s -u {sign_in} ", 1)
-        return text + users.banner(status_url) + "  Stop with Ctrl-C.\n"
+        return simulated.banner(
+            metrics_url,
+            sign_in=f"{GLOBAL_USER}:{users.passwords[GLOBAL_USER]}",
+            extra=users.banner(status_url),
+        )
 
     return settings, web, banner
 

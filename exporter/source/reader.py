@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     and_,
     case,
     func,
@@ -310,20 +311,23 @@ class SnapshotReader:
         self.engine = engine
         self.classifier = classifier
         self._deadline = deadline
-        self._tracker = ConnectionTracker(engine)
+        # Only a reader with a deadline tracks connections: the tracker listens on the
+        # engine for as long as the engine lives, and one-off readers (read_snapshot) would
+        # otherwise add a listener per read.
+        self._tracker = ConnectionTracker(engine) if deadline is not None else None
         self._summary = engine.dialect.name == "postgresql"
 
     def read(self, now: datetime | None = None) -> Snapshot:
         """Every integration's facts in one statement (one consistent view), the last
         runs' failed records by answer in a second, and outbox records in unknown states in
         a third: three statements whatever the number of integrations."""
-        if self._deadline is None:
+        if self._deadline is None or self._tracker is None:
             return self._read(now)
         return with_deadline(lambda: self._read(now), self._deadline, self._tracker)
 
     def abort(self) -> int:
         """Cut off every open connection (a stop must not wait for a blocked read)."""
-        return self._tracker.abort()
+        return self._tracker.abort() if self._tracker is not None else 0
 
     def _read(self, now: datetime | None) -> Snapshot:
         with self.engine.connect() as connection:
@@ -389,18 +393,25 @@ class RunSummary:
     error_message: str | None
 
 
-def last_run_errors(engine: Engine, org_id: str) -> list[ErrorDetail]:
-    """The failed records of each of the organization's connectors' last finished run."""
+def last_run_errors_statement(org_id: str, limit: int | None = None) -> Select[Any]:
+    """The failed records of each of the organization's connectors' last finished run,
+    newest first, as ``ErrorDetail`` columns: one definition for the status page's list
+    (bounded) and for the reference the dashboards' SQL is tested against."""
     run_ids = (
         select(_last_finished_run_id()).select_from(Integration).where(Integration.org_id == org_id)
     )
-    statement = (
+    return (
         select(*_columns(RecordError, ErrorDetail))
         .where(RecordError.org_id == org_id, RecordError.run_id.in_(run_ids))
         .order_by(RecordError.occurred_at.desc(), RecordError.id.desc())
+        .limit(limit)
     )
+
+
+def last_run_errors(engine: Engine, org_id: str) -> list[ErrorDetail]:
+    """The failed records of each of the organization's connectors' last finished run."""
     with engine.connect() as connection:
-        return [ErrorDetail(*row) for row in connection.execute(statement)]
+        return [ErrorDetail(*row) for row in connection.execute(last_run_errors_statement(org_id))]
 
 
 def run_history(engine: Engine, org_id: str, limit: int = 50) -> list[RunSummary]:

@@ -14,8 +14,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, select, text, tuple_
 
 from exporter.classification import Classifier
-from exporter.source.reader import _last_finished_run_id
-from exporter.source.schema import Integration, Record, RecordError
+from exporter.source.reader import ErrorDetail, last_run_errors_statement
+from exporter.source.schema import Record, RecordError
 
 LIMIT = 100
 
@@ -55,25 +55,18 @@ def read_org_records(
 def _failed(
     connection: Connection, org_id: str, classifier: Classifier, limit: int
 ) -> tuple[RecordRow, ...]:
-    run_ids = (
-        select(_last_finished_run_id()).select_from(Integration).where(Integration.org_id == org_id)
-    )
-    statement = (
-        select(
-            RecordError.connector,
-            RecordError.record_type,
-            RecordError.record_ref,
-            RecordError.occurred_at,
-            RecordError.error_code,
-            RecordError.error_message,
-        )
-        .where(RecordError.org_id == org_id, RecordError.run_id.in_(run_ids))
-        .order_by(RecordError.occurred_at.desc(), RecordError.id.desc())
-        .limit(limit)
-    )
+    rows = connection.execute(last_run_errors_statement(org_id, limit))
     return tuple(
-        RecordRow(*row[:6], error_class=classifier.classify(row[4], row[5]))
-        for row in connection.execute(statement)
+        RecordRow(
+            connector=detail.connector,
+            record_type=detail.record_type,
+            record_ref=detail.record_ref,
+            at=detail.occurred_at,
+            error_code=detail.error_code,
+            error_message=detail.error_message,
+            error_class=classifier.classify(detail.error_code, detail.error_message),
+        )
+        for detail in (ErrorDetail(*row) for row in rows)
     )
 
 
